@@ -1,0 +1,129 @@
+//! berth-engine: the one thing front ends (CLI, API) call.
+//!
+//! It owns the services (images now; containers, volumes and networks as they
+//! land) under one root directory and answers questions that span them, such as
+//! "which containers use this image" before an image is removed.
+
+use std::path::{Path, PathBuf};
+
+pub use berth_image as image;
+pub use berth_runtime::host;
+
+use berth_image::{Digest, ImageError, ImageStore, Problem, Removed};
+use serde::Serialize;
+
+/// Default root of berth's state.
+pub const DEFAULT_ROOT: &str = "/var/lib/berth";
+
+/// Engine errors.
+#[derive(Debug, thiserror::Error)]
+pub enum EngineError {
+    /// From the image service.
+    #[error(transparent)]
+    Image(#[from] ImageError),
+    /// The root directory is unusable.
+    #[error("root directory {path}: {source}")]
+    Root {
+        /// The root.
+        path: PathBuf,
+        /// Underlying error.
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+/// `berth info`.
+#[derive(Debug, Serialize)]
+pub struct Info {
+    /// berth's version.
+    pub version: &'static str,
+    /// State root.
+    pub root: PathBuf,
+    /// Snapshot/storage driver.
+    pub storage_driver: &'static str,
+    /// Number of images.
+    pub images: usize,
+    /// Host facts.
+    pub host: host::HostInfo,
+}
+
+/// Disk usage by kind, for `system df`.
+#[derive(Debug, Serialize)]
+pub struct DiskUsage {
+    /// Images.
+    pub images: berth_image::ImageUsage,
+}
+
+/// The engine over one root directory.
+pub struct Engine {
+    root: PathBuf,
+    images: ImageStore,
+}
+
+impl Engine {
+    /// Opens (creating) the state under `root`.
+    pub fn open(root: &Path) -> Result<Engine, EngineError> {
+        std::fs::create_dir_all(root).map_err(|source| EngineError::Root {
+            path: root.to_path_buf(),
+            source,
+        })?;
+        let root = root.canonicalize().map_err(|source| EngineError::Root {
+            path: root.to_path_buf(),
+            source,
+        })?;
+        Ok(Engine {
+            images: ImageStore::open(&root)?,
+            root,
+        })
+    }
+
+    /// The state root.
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
+    /// The image service: references, store, archives.
+    pub fn images(&self) -> &ImageStore {
+        &self.images
+    }
+
+    /// Containers using an image. None exist yet; the containers service will answer.
+    pub fn containers_using(&self, _image: &Digest) -> Vec<String> {
+        Vec::new()
+    }
+
+    /// `rmi`: refuses images containers use unless untagging a second name.
+    pub fn remove_image(&self, name: &str, force: bool) -> Result<Vec<Removed>, EngineError> {
+        Ok(self
+            .images
+            .remove(name, force, &|id| self.containers_using(id))?)
+    }
+
+    /// `image prune [-a]`.
+    pub fn prune_images(&self, all: bool) -> Result<(Vec<Removed>, u64), EngineError> {
+        Ok(self.images.prune(all, &|id| self.containers_using(id))?)
+    }
+
+    /// `system df`.
+    pub fn disk_usage(&self) -> Result<DiskUsage, EngineError> {
+        Ok(DiskUsage {
+            images: self.images.usage(&|id| self.containers_using(id))?,
+        })
+    }
+
+    /// `system check`: every blob re-hashed, every record cross-checked.
+    pub fn check(&self) -> Result<Vec<Problem>, EngineError> {
+        Ok(self.images.check()?)
+    }
+
+    /// `info`.
+    pub fn info(&self) -> Result<Info, EngineError> {
+        Ok(Info {
+            version: env!("CARGO_PKG_VERSION"),
+            root: self.root.clone(),
+            storage_driver: "overlay",
+            images: self.images.list()?.len(),
+            host: host::probe(&self.root),
+        })
+    }
+}

@@ -1,0 +1,832 @@
+//! The filesystem side of applying a layer: every operation is done relative to a directory
+//! file descriptor that was opened without following symlinks, beneath the destination.
+
+use std::fs::File;
+use std::io::{self, Read, Write};
+use std::mem;
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+use std::rc::Rc;
+
+use rustix::fs::{
+    AtFlags, CWD, Dev, FileType, Gid, Mode, OFlags, ResolveFlags, Stat, Timespec, Timestamps, Uid,
+    XattrFlags,
+};
+use rustix::io::Errno;
+use rustix::path::DecInt;
+use tar::EntryType;
+
+use super::{BUF_SIZE, LayerError};
+
+/// Flags for opening a directory we are about to work in. `RDONLY` (not `PATH`) so the same
+/// descriptor can be used for `fchown`, `fchmod`, `fsetxattr` and `futimens`.
+const DIR_FLAGS: OFlags = OFlags::RDONLY
+    .union(OFlags::DIRECTORY)
+    .union(OFlags::NOFOLLOW)
+    .union(OFlags::CLOEXEC);
+
+/// Flags for creating a regular file: never reuse or follow what is already there.
+const FILE_FLAGS: OFlags = OFlags::WRONLY
+    .union(OFlags::CREATE)
+    .union(OFlags::EXCL)
+    .union(OFlags::NOFOLLOW)
+    .union(OFlags::CLOEXEC);
+
+/// Resolution that refuses every symlink and never leaves the starting directory.
+const RESOLVE: ResolveFlags = ResolveFlags::BENEATH.union(ResolveFlags::NO_SYMLINKS);
+
+const WHITEOUT_PREFIX: &[u8] = b".wh.";
+const OPAQUE_MARKER: &[u8] = b".wh..wh..opq";
+const OPAQUE_XATTR: &str = "trusted.overlay.opaque";
+
+/// Why a directory could not be resolved beneath the destination.
+enum Resolve {
+    /// A component does not exist (and was not to be created).
+    Missing,
+    /// A component is a symlink or not a directory.
+    NotDirectory,
+    /// Anything else.
+    Io(io::Error),
+}
+
+fn classify(e: Errno) -> Resolve {
+    match e {
+        Errno::NOENT => Resolve::Missing,
+        Errno::LOOP | Errno::NOTDIR | Errno::XDEV => Resolve::NotDirectory,
+        e => Resolve::Io(e.into()),
+    }
+}
+
+/// Opens the directory `rel` (normalized, non-empty, relative) beneath `root`, refusing
+/// symlinks anywhere on the way; missing components are created (mode 0755) when `create`.
+fn open_beneath(root: BorrowedFd<'_>, rel: &[u8], create: bool) -> Result<OwnedFd, Resolve> {
+    match rustix::fs::openat2(root, rel, DIR_FLAGS, Mode::empty(), RESOLVE) {
+        Ok(fd) => return Ok(fd),
+        Err(Errno::NOENT) if create => {}
+        // No openat2 (pre-5.6 kernel), or a concurrent rename made the kernel give up:
+        // fall back to walking one component at a time.
+        Err(Errno::NOSYS | Errno::AGAIN) => {}
+        Err(e) => return Err(classify(e)),
+    }
+    let mut cur: Option<OwnedFd> = None;
+    for comp in rel.split(|&b| b == b'/') {
+        let dir = cur.as_ref().map_or(root, |fd| fd.as_fd());
+        let next = match rustix::fs::openat(dir, comp, DIR_FLAGS, Mode::empty()) {
+            Ok(fd) => fd,
+            Err(Errno::NOENT) if create => {
+                let created = match rustix::fs::mkdirat(dir, comp, Mode::from_raw_mode(0o755)) {
+                    Ok(()) => true,
+                    Err(Errno::EXIST) => false,
+                    Err(e) => return Err(Resolve::Io(e.into())),
+                };
+                let fd =
+                    rustix::fs::openat(dir, comp, DIR_FLAGS, Mode::empty()).map_err(classify)?;
+                if created {
+                    // mkdirat's mode is filtered through the umask.
+                    rustix::fs::fchmod(&fd, Mode::from_raw_mode(0o755))
+                        .map_err(|e| Resolve::Io(e.into()))?;
+                }
+                fd
+            }
+            Err(e) => return Err(classify(e)),
+        };
+        cur = Some(next);
+    }
+    cur.ok_or(Resolve::Missing)
+}
+
+/// Directory descriptors: the destination itself and the most recently used parent
+/// directory (tar streams list a directory's children together, so one slot hits nearly always).
+struct Dirs {
+    root: Rc<OwnedFd>,
+    cached_path: Vec<u8>,
+    cached: Option<Rc<OwnedFd>>,
+}
+
+impl Dirs {
+    fn open(&mut self, rel: &[u8], create: bool) -> Result<Rc<OwnedFd>, Resolve> {
+        if rel.is_empty() {
+            return Ok(self.root.clone());
+        }
+        if let Some(fd) = &self.cached
+            && self.cached_path == rel
+        {
+            return Ok(fd.clone());
+        }
+        let fd = Rc::new(open_beneath(self.root.as_fd(), rel, create)?);
+        self.remember(rel, fd.clone());
+        Ok(fd)
+    }
+
+    fn remember(&mut self, rel: &[u8], fd: Rc<OwnedFd>) {
+        self.cached_path.clear();
+        self.cached_path.extend_from_slice(rel);
+        self.cached = Some(fd);
+    }
+
+    /// Forgets the cached directory; called whenever a directory is removed, since the
+    /// cached descriptor may then refer to a directory that no longer has its path.
+    fn invalidate(&mut self) {
+        self.cached = None;
+    }
+}
+
+/// Normalizes a tar path into `out`: `.` components and repeated or trailing slashes are
+/// dropped; absolute paths, `..` components and NUL bytes are refused. The root is `""`.
+fn normalize(raw: &[u8], out: &mut Vec<u8>) -> Result<(), &'static str> {
+    out.clear();
+    if raw.first() == Some(&b'/') {
+        return Err("absolute path");
+    }
+    if raw.contains(&0) {
+        return Err("NUL byte in path");
+    }
+    for comp in raw.split(|&b| b == b'/') {
+        match comp {
+            b"" | b"." => continue,
+            b".." => return Err("`..` component"),
+            _ => {}
+        }
+        if !out.is_empty() {
+            out.push(b'/');
+        }
+        out.extend_from_slice(comp);
+    }
+    Ok(())
+}
+
+/// Splits a normalized path into its parent directory and final component.
+fn split(path: &[u8]) -> (&[u8], &[u8]) {
+    match path.iter().rposition(|&b| b == b'/') {
+        Some(i) => (&path[..i], &path[i + 1..]),
+        None => (&[], path),
+    }
+}
+
+fn is_whiteout_device(st: &Stat) -> bool {
+    FileType::from_raw_mode(st.st_mode) == FileType::CharacterDevice && st.st_rdev == 0
+}
+
+fn both(ts: Timespec) -> Timestamps {
+    Timestamps {
+        last_access: ts,
+        last_modification: ts,
+    }
+}
+
+/// Parses a PAX time (`[-]seconds[.fraction]`).
+fn parse_pax_time(v: &[u8]) -> Option<Timespec> {
+    let (neg, v) = match v.strip_prefix(b"-") {
+        Some(rest) => (true, rest),
+        None => (false, v),
+    };
+    let (secs, frac) = match v.iter().position(|&b| b == b'.') {
+        Some(i) => (&v[..i], &v[i + 1..]),
+        None => (v, &[][..]),
+    };
+    if secs.is_empty() || !secs.iter().all(u8::is_ascii_digit) {
+        return None;
+    }
+    if !frac.iter().all(u8::is_ascii_digit) {
+        return None;
+    }
+    let secs: i64 = std::str::from_utf8(secs).ok()?.parse().ok()?;
+    let mut nanos: i64 = 0;
+    for i in 0..9 {
+        nanos = nanos * 10 + frac.get(i).map_or(0, |d| i64::from(d - b'0'));
+    }
+    Some(match (neg, nanos) {
+        (false, _) => Timespec {
+            tv_sec: secs,
+            tv_nsec: nanos,
+        },
+        (true, 0) => Timespec {
+            tv_sec: -secs,
+            tv_nsec: 0,
+        },
+        (true, _) => Timespec {
+            tv_sec: -secs - 1,
+            tv_nsec: 1_000_000_000 - nanos,
+        },
+    })
+}
+
+/// A numeric header field: what the tar crate parsed, or 0 for a field left blank (all NULs
+/// or spaces), which some writers produce and Go's archive/tar also reads as 0.
+fn numeric<T: Default>(raw: &[u8], parsed: io::Result<T>) -> io::Result<T> {
+    match parsed {
+        Err(_) if raw.iter().all(|&b| b == 0 || b == b' ') => Ok(T::default()),
+        parsed => parsed,
+    }
+}
+
+/// Removes the directory `name` in `parent` and everything beneath it, without following
+/// symlinks.
+fn remove_tree(parent: BorrowedFd<'_>, name: &[u8]) -> io::Result<()> {
+    let fd = rustix::fs::openat(parent, name, DIR_FLAGS, Mode::empty())?;
+    let mut children = Vec::new();
+    for child in rustix::fs::Dir::read_from(&fd)? {
+        let child = child?;
+        let child = child.file_name().to_bytes();
+        if child != b"." && child != b".." {
+            children.push(child.to_vec());
+        }
+    }
+    for child in &children {
+        match rustix::fs::unlinkat(&fd, &child[..], AtFlags::empty()) {
+            Ok(()) => {}
+            Err(Errno::ISDIR) => remove_tree(fd.as_fd(), child)?,
+            Err(e) => return Err(e.into()),
+        }
+    }
+    drop(fd);
+    rustix::fs::unlinkat(parent, name, AtFlags::REMOVEDIR)?;
+    Ok(())
+}
+
+/// Ownership, permissions and modification time of an entry.
+struct Meta {
+    uid: Uid,
+    gid: Gid,
+    mode: Mode,
+    mtime: Timespec,
+}
+
+/// Applies tar entries one by one beneath a destination directory.
+pub(super) struct Extractor {
+    dirs: Dirs,
+    /// Raw name of the current (or last) entry, for error messages.
+    name: Vec<u8>,
+    have_name: bool,
+    /// Normalized path of the current entry.
+    path: Vec<u8>,
+    /// Raw and normalized link target of the current entry.
+    link_raw: Vec<u8>,
+    link: Vec<u8>,
+    /// `SCHILY.xattr.*` records of the current entry.
+    xattrs: Vec<(Vec<u8>, Vec<u8>)>,
+    /// Scratch space for `/proc/self/fd/N/name` paths.
+    proc_path: Vec<u8>,
+    /// Copy buffer for file contents.
+    buf: Vec<u8>,
+    /// Directories whose times are set once all their children are written.
+    dir_times: Vec<(Box<[u8]>, Timespec)>,
+    unpacked_size: u64,
+    entries: u64,
+}
+
+impl Extractor {
+    pub(super) fn new(root: OwnedFd) -> Self {
+        Extractor {
+            dirs: Dirs {
+                root: Rc::new(root),
+                cached_path: Vec::new(),
+                cached: None,
+            },
+            name: Vec::new(),
+            have_name: false,
+            path: Vec::new(),
+            link_raw: Vec::new(),
+            link: Vec::new(),
+            xattrs: Vec::new(),
+            proc_path: Vec::new(),
+            buf: vec![0; BUF_SIZE],
+            dir_times: Vec::new(),
+            unpacked_size: 0,
+            entries: 0,
+        }
+    }
+
+    fn entry_name(&self) -> String {
+        String::from_utf8_lossy(&self.name).into_owned()
+    }
+
+    /// An error reading the stream itself (between entries, or after the last one).
+    pub(super) fn stream_error(&self, source: io::Error) -> LayerError {
+        LayerError::Stream {
+            after: self.have_name.then(|| self.entry_name()),
+            source,
+        }
+    }
+
+    fn fail(&self, op: &'static str, e: impl Into<io::Error>) -> LayerError {
+        LayerError::Apply {
+            entry: self.entry_name(),
+            op,
+            source: e.into(),
+        }
+    }
+
+    fn invalid(&self, reason: impl Into<String>) -> LayerError {
+        LayerError::InvalidHeader {
+            entry: self.entry_name(),
+            reason: reason.into(),
+        }
+    }
+
+    fn unsafe_path(&self, reason: &'static str) -> LayerError {
+        LayerError::UnsafePath {
+            entry: self.entry_name(),
+            reason,
+        }
+    }
+
+    fn hard_link(&self, reason: &'static str) -> LayerError {
+        LayerError::HardLink {
+            entry: self.entry_name(),
+            target: String::from_utf8_lossy(&self.link_raw).into_owned(),
+            reason,
+        }
+    }
+
+    fn resolve_error(&self, e: Resolve) -> LayerError {
+        match e {
+            Resolve::NotDirectory | Resolve::Missing => {
+                self.unsafe_path("a parent directory is a symlink or not a directory")
+            }
+            Resolve::Io(e) => self.fail("opening the parent directory", e),
+        }
+    }
+
+    /// The parent directory of an entry, created if missing.
+    fn parent(&mut self, parent: &[u8]) -> Result<Rc<OwnedFd>, LayerError> {
+        self.dirs
+            .open(parent, true)
+            .map_err(|e| self.resolve_error(e))
+    }
+
+    /// Removes whatever is at `name` in `dir` so that an entry can take its place.
+    fn remove_existing(&mut self, dir: BorrowedFd<'_>, name: &[u8]) -> Result<(), LayerError> {
+        match rustix::fs::unlinkat(dir, name, AtFlags::empty()) {
+            Ok(()) | Err(Errno::NOENT) => Ok(()),
+            Err(Errno::ISDIR) => {
+                self.dirs.invalidate();
+                remove_tree(dir, name).map_err(|e| self.fail("removing the existing directory", e))
+            }
+            Err(e) => Err(self.fail("removing the existing file", e)),
+        }
+    }
+
+    /// Applies one tar entry.
+    pub(super) fn apply<R: Read>(
+        &mut self,
+        entry: &mut tar::Entry<'_, R>,
+    ) -> Result<(), LayerError> {
+        self.name.clear();
+        self.name.extend_from_slice(&entry.path_bytes());
+        self.have_name = true;
+        if entry.header().entry_type().is_pax_global_extensions() {
+            // Global PAX headers carry nothing that applies to the filesystem.
+            return Ok(());
+        }
+        self.entries += 1;
+
+        let mut path = mem::take(&mut self.path);
+        let mut link = mem::take(&mut self.link);
+        let result = self.apply_entry(entry, &mut path, &mut link);
+        self.path = path;
+        self.link = link;
+        result
+    }
+
+    fn apply_entry<R: Read>(
+        &mut self,
+        entry: &mut tar::Entry<'_, R>,
+        path: &mut Vec<u8>,
+        link: &mut Vec<u8>,
+    ) -> Result<(), LayerError> {
+        self.xattrs.clear();
+        let mut pax_mtime = None;
+        let pax = entry
+            .pax_extensions()
+            .map_err(|e| self.invalid(format!("PAX extensions: {e}")))?;
+        if let Some(pax) = pax {
+            for ext in pax {
+                let ext = ext.map_err(|e| self.invalid(format!("PAX extensions: {e}")))?;
+                let key = ext.key_bytes();
+                if let Some(name) = key.strip_prefix(b"SCHILY.xattr.") {
+                    // Overlayfs metadata may only come from whiteout conversion.
+                    if !name.starts_with(b"trusted.overlay.") {
+                        self.xattrs
+                            .push((name.to_vec(), ext.value_bytes().to_vec()));
+                    }
+                } else if key == b"mtime" {
+                    pax_mtime = Some(
+                        parse_pax_time(ext.value_bytes())
+                            .ok_or_else(|| self.invalid("PAX mtime is not a number"))?,
+                    );
+                }
+            }
+        }
+
+        normalize(&self.name, path).map_err(|reason| self.unsafe_path(reason))?;
+
+        let header = entry.header();
+        let kind = header.entry_type();
+        let old = header.as_old();
+        let uid = numeric(&old.uid, header.uid()).map_err(|e| self.invalid(format!("uid: {e}")))?;
+        let gid = numeric(&old.gid, header.gid()).map_err(|e| self.invalid(format!("gid: {e}")))?;
+        let (Ok(uid), Ok(gid)) = (u32::try_from(uid), u32::try_from(gid)) else {
+            return Err(self.invalid("uid or gid out of range"));
+        };
+        if uid == u32::MAX || gid == u32::MAX {
+            return Err(self.invalid("uid or gid out of range"));
+        }
+        let mode =
+            numeric(&old.mode, header.mode()).map_err(|e| self.invalid(format!("mode: {e}")))?;
+        let mtime = match pax_mtime {
+            Some(t) => t,
+            None => Timespec {
+                tv_sec: numeric(&old.mtime, header.mtime())
+                    .map_err(|e| self.invalid(format!("mtime: {e}")))?
+                    .try_into()
+                    .map_err(|_| self.invalid("mtime out of range"))?,
+                tv_nsec: 0,
+            },
+        };
+        let meta = Meta {
+            uid: Uid::from_raw(uid),
+            gid: Gid::from_raw(gid),
+            mode: Mode::from_raw_mode(mode & 0o7777),
+            mtime,
+        };
+        let device = if matches!(kind, EntryType::Char | EntryType::Block) {
+            let major = header
+                .device_major()
+                .map_err(|e| self.invalid(format!("device major: {e}")))?;
+            let minor = header
+                .device_minor()
+                .map_err(|e| self.invalid(format!("device minor: {e}")))?;
+            rustix::fs::makedev(major.unwrap_or(0), minor.unwrap_or(0))
+        } else {
+            0
+        };
+        if matches!(kind, EntryType::Symlink | EntryType::Link) {
+            let Some(target) = entry.link_name_bytes() else {
+                return Err(self.invalid("link without a target"));
+            };
+            self.link_raw.clear();
+            self.link_raw.extend_from_slice(&target);
+        }
+
+        let (parent, base) = split(path);
+        if base.starts_with(WHITEOUT_PREFIX) {
+            return self.whiteout(parent, base);
+        }
+
+        let is_dir = kind == EntryType::Directory
+            || (kind == EntryType::Regular && self.name.ends_with(b"/"));
+        if path.is_empty() && !is_dir {
+            return Err(self.invalid("the root entry must be a directory"));
+        }
+        match kind {
+            _ if is_dir => self.directory(path, &meta),
+            EntryType::Regular | EntryType::Continuous => {
+                let expected = entry.size();
+                self.regular(entry, path, &meta, Some(expected))
+            }
+            // The tar crate fills in the holes; the stored size is not the file's size.
+            EntryType::GNUSparse => self.regular(entry, path, &meta, None),
+            EntryType::Symlink => self.symlink(path, &meta),
+            EntryType::Link => {
+                normalize(&self.link_raw, link).map_err(|reason| self.hard_link(reason))?;
+                self.hardlink(path, link)
+            }
+            EntryType::Char => self.node(path, FileType::CharacterDevice, device, &meta),
+            EntryType::Block => self.node(path, FileType::BlockDevice, device, &meta),
+            EntryType::Fifo => self.node(path, FileType::Fifo, 0, &meta),
+            other => Err(LayerError::Unsupported {
+                entry: self.entry_name(),
+                kind: char::from(other.as_byte()),
+            }),
+        }
+    }
+
+    /// Owner, mode and xattrs through a descriptor (regular files and directories).
+    fn set_fd_meta(&self, fd: BorrowedFd<'_>, meta: &Meta) -> Result<(), LayerError> {
+        rustix::fs::fchown(fd, Some(meta.uid), Some(meta.gid))
+            .map_err(|e| self.fail("chown", e))?;
+        // After chown, which clears setuid/setgid.
+        rustix::fs::fchmod(fd, meta.mode).map_err(|e| self.fail("chmod", e))?;
+        // After chown too, which clears security.capability.
+        for (name, value) in &self.xattrs {
+            rustix::fs::fsetxattr(fd, &name[..], value, XattrFlags::empty())
+                .map_err(|e| self.fail("setting an extended attribute", e))?;
+        }
+        Ok(())
+    }
+
+    /// `/proc/self/fd/<dir>[/<name>]` in `self.proc_path`: a path that reaches `name` in
+    /// `dir` through the descriptor, for the calls that have no `*at` form. `name` is a
+    /// single component, and the final component is never followed by the `l*` calls.
+    fn set_proc_path(&mut self, dir: BorrowedFd<'_>, name: Option<&[u8]>) {
+        self.proc_path.clear();
+        self.proc_path.extend_from_slice(b"/proc/self/fd/");
+        self.proc_path
+            .extend_from_slice(DecInt::from_fd(dir).as_bytes());
+        if let Some(name) = name {
+            self.proc_path.push(b'/');
+            self.proc_path.extend_from_slice(name);
+        }
+    }
+
+    /// Xattrs on a symlink or special file `name` in `dir`.
+    fn set_xattrs_at(&mut self, dir: BorrowedFd<'_>, name: &[u8]) -> Result<(), LayerError> {
+        if self.xattrs.is_empty() {
+            return Ok(());
+        }
+        self.set_proc_path(dir, Some(name));
+        for (key, value) in &self.xattrs {
+            match rustix::fs::lsetxattr(&self.proc_path[..], &key[..], value, XattrFlags::empty()) {
+                Ok(()) => {}
+                // The kernel refuses user.* xattrs on symlinks and special files.
+                Err(Errno::PERM) if key.starts_with(b"user.") => {}
+                Err(e) => return Err(self.fail("setting an extended attribute", e)),
+            }
+        }
+        Ok(())
+    }
+
+    fn directory(&mut self, path: &[u8], meta: &Meta) -> Result<(), LayerError> {
+        if path.is_empty() {
+            let root = self.dirs.root.clone();
+            self.set_fd_meta(root.as_fd(), meta)?;
+            self.dir_times.push((Box::default(), meta.mtime));
+            return Ok(());
+        }
+        let (parent, name) = split(path);
+        let pfd = self.parent(parent)?;
+        let mut opaque = false;
+        match rustix::fs::mkdirat(&pfd, name, Mode::from_raw_mode(0o700)) {
+            Ok(()) => {}
+            Err(Errno::EXIST) => {
+                let st = rustix::fs::statat(&pfd, name, AtFlags::SYMLINK_NOFOLLOW)
+                    .map_err(|e| self.fail("inspecting the existing entry", e))?;
+                if FileType::from_raw_mode(st.st_mode) != FileType::Directory {
+                    // A directory replacing a whiteout from this same layer: the whiteout
+                    // deleted the lower layers' version, so this one must hide it too.
+                    opaque = is_whiteout_device(&st);
+                    self.remove_existing(pfd.as_fd(), name)?;
+                    rustix::fs::mkdirat(&pfd, name, Mode::from_raw_mode(0o700))
+                        .map_err(|e| self.fail("creating the directory", e))?;
+                }
+            }
+            Err(e) => return Err(self.fail("creating the directory", e)),
+        }
+        let fd = rustix::fs::openat(&pfd, name, DIR_FLAGS, Mode::empty())
+            .map_err(|e| self.fail("opening the directory", e))?;
+        self.set_fd_meta(fd.as_fd(), meta)?;
+        if opaque {
+            rustix::fs::fsetxattr(&fd, OPAQUE_XATTR, b"y", XattrFlags::empty())
+                .map_err(|e| self.fail("marking the directory opaque", e))?;
+        }
+        self.dir_times.push((path.into(), meta.mtime));
+        // Its children most likely come next.
+        self.dirs.remember(path, Rc::new(fd));
+        Ok(())
+    }
+
+    fn regular<R: Read>(
+        &mut self,
+        entry: &mut R,
+        path: &[u8],
+        meta: &Meta,
+        expected: Option<u64>,
+    ) -> Result<(), LayerError> {
+        let (parent, name) = split(path);
+        let pfd = self.parent(parent)?;
+        let mode = Mode::from_raw_mode(0o600);
+        let fd = match rustix::fs::openat(&pfd, name, FILE_FLAGS, mode) {
+            Ok(fd) => fd,
+            Err(Errno::EXIST) => {
+                // Later entries win; never write through what is there (it may be a hard
+                // link shared with another path, or a symlink).
+                self.remove_existing(pfd.as_fd(), name)?;
+                rustix::fs::openat(&pfd, name, FILE_FLAGS, mode)
+                    .map_err(|e| self.fail("creating the file", e))?
+            }
+            Err(e) => return Err(self.fail("creating the file", e)),
+        };
+        drop(pfd);
+        let mut file = File::from(fd);
+        let mut written = 0u64;
+        loop {
+            let n = match entry.read(&mut self.buf) {
+                Ok(0) => break,
+                Ok(n) => n,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) => return Err(self.fail("reading the file's contents", e)),
+            };
+            file.write_all(&self.buf[..n])
+                .map_err(|e| self.fail("writing the file", e))?;
+            written += n as u64;
+        }
+        if expected.is_some_and(|expected| expected != written) {
+            return Err(self.fail(
+                "reading the file's contents",
+                io::Error::new(
+                    io::ErrorKind::UnexpectedEof,
+                    "the layer stream ends inside this entry",
+                ),
+            ));
+        }
+        self.set_fd_meta(file.as_fd(), meta)?;
+        rustix::fs::futimens(&file, &both(meta.mtime))
+            .map_err(|e| self.fail("setting times", e))?;
+        self.unpacked_size += written;
+        Ok(())
+    }
+
+    fn symlink(&mut self, path: &[u8], meta: &Meta) -> Result<(), LayerError> {
+        if self.link_raw.is_empty() {
+            return Err(self.invalid("symlink without a target"));
+        }
+        let (parent, name) = split(path);
+        let pfd = self.parent(parent)?;
+        // The target is stored verbatim: it is never followed here.
+        if let Err(e) = rustix::fs::symlinkat(&self.link_raw[..], &pfd, name) {
+            if e != Errno::EXIST {
+                return Err(self.fail("creating the symlink", e));
+            }
+            self.remove_existing(pfd.as_fd(), name)?;
+            rustix::fs::symlinkat(&self.link_raw[..], &pfd, name)
+                .map_err(|e| self.fail("creating the symlink", e))?;
+        }
+        self.finish_at(pfd.as_fd(), name, meta, false)
+    }
+
+    fn node(
+        &mut self,
+        path: &[u8],
+        kind: FileType,
+        dev: Dev,
+        meta: &Meta,
+    ) -> Result<(), LayerError> {
+        let (parent, name) = split(path);
+        let pfd = self.parent(parent)?;
+        let mode = Mode::from_raw_mode(0o600);
+        if let Err(e) = rustix::fs::mknodat(&pfd, name, kind, mode, dev) {
+            if e != Errno::EXIST {
+                return Err(self.fail("creating the special file", e));
+            }
+            self.remove_existing(pfd.as_fd(), name)?;
+            rustix::fs::mknodat(&pfd, name, kind, mode, dev)
+                .map_err(|e| self.fail("creating the special file", e))?;
+        }
+        self.finish_at(pfd.as_fd(), name, meta, true)
+    }
+
+    /// Owner, (mode), xattrs and times of a symlink or special file, by name in `dir`.
+    fn finish_at(
+        &mut self,
+        dir: BorrowedFd<'_>,
+        name: &[u8],
+        meta: &Meta,
+        chmod: bool,
+    ) -> Result<(), LayerError> {
+        rustix::fs::chownat(
+            dir,
+            name,
+            Some(meta.uid),
+            Some(meta.gid),
+            AtFlags::SYMLINK_NOFOLLOW,
+        )
+        .map_err(|e| self.fail("chown", e))?;
+        if chmod {
+            // There is no fchmodat(AT_SYMLINK_NOFOLLOW) before Linux 6.6 and no fchmod on an
+            // O_PATH descriptor, and opening a device or fifo for real has side effects:
+            // pin the node with O_PATH, check it is what we made, and chmod it through
+            // its /proc/self/fd link, which leads to exactly that inode.
+            let fd = rustix::fs::openat(
+                dir,
+                name,
+                OFlags::PATH | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+                Mode::empty(),
+            )
+            .map_err(|e| self.fail("opening the special file", e))?;
+            let st =
+                rustix::fs::fstat(&fd).map_err(|e| self.fail("inspecting the special file", e))?;
+            if FileType::from_raw_mode(st.st_mode) == FileType::Symlink {
+                return Err(self.fail("chmod", Errno::LOOP));
+            }
+            self.set_proc_path(fd.as_fd(), None);
+            rustix::fs::chmodat(CWD, &self.proc_path[..], meta.mode, AtFlags::empty())
+                .map_err(|e| self.fail("chmod", e))?;
+        }
+        self.set_xattrs_at(dir, name)?;
+        rustix::fs::utimensat(dir, name, &both(meta.mtime), AtFlags::SYMLINK_NOFOLLOW)
+            .map_err(|e| self.fail("setting times", e))
+    }
+
+    fn hardlink(&mut self, path: &[u8], target: &[u8]) -> Result<(), LayerError> {
+        if target == path {
+            // A link to itself: nothing to do.
+            return Ok(());
+        }
+        if target.is_empty() {
+            return Err(self.hard_link("the target is the layer's root"));
+        }
+        let (tparent, tname) = split(target);
+        let tfd = self.dirs.open(tparent, false).map_err(|e| match e {
+            Resolve::Missing => self.hard_link("the target does not exist in this layer"),
+            Resolve::NotDirectory => {
+                self.hard_link("a parent of the target is a symlink or not a directory")
+            }
+            Resolve::Io(e) => self.fail("opening the link target's directory", e),
+        })?;
+        match rustix::fs::statat(&tfd, tname, AtFlags::SYMLINK_NOFOLLOW) {
+            Ok(st) if FileType::from_raw_mode(st.st_mode) == FileType::Directory => {
+                return Err(self.hard_link("the target is a directory"));
+            }
+            Ok(_) => {}
+            Err(Errno::NOENT) => {
+                return Err(self.hard_link("the target does not exist in this layer"));
+            }
+            Err(e) => return Err(self.fail("inspecting the link target", e)),
+        }
+        let (parent, name) = split(path);
+        let pfd = self.parent(parent)?;
+        // No AT_SYMLINK_FOLLOW: a symlink target is linked itself, never followed.
+        if let Err(e) = rustix::fs::linkat(&tfd, tname, &pfd, name, AtFlags::empty()) {
+            if e != Errno::EXIST {
+                return Err(self.fail("creating the hard link", e));
+            }
+            self.remove_existing(pfd.as_fd(), name)?;
+            rustix::fs::linkat(&tfd, tname, &pfd, name, AtFlags::empty())
+                .map_err(|e| self.fail("creating the hard link", e))?;
+        }
+        Ok(())
+    }
+
+    /// `parent/.wh.name` → a 0:0 character device `parent/name`;
+    /// `parent/.wh..wh..opq` → `trusted.overlay.opaque=y` on `parent`.
+    fn whiteout(&mut self, parent: &[u8], base: &[u8]) -> Result<(), LayerError> {
+        let pfd = self.parent(parent)?;
+        if base == OPAQUE_MARKER {
+            return rustix::fs::fsetxattr(&pfd, OPAQUE_XATTR, b"y", XattrFlags::empty())
+                .map_err(|e| self.fail("marking the directory opaque", e));
+        }
+        let target = &base[WHITEOUT_PREFIX.len()..];
+        if target.is_empty() || target == b"." || target == b".." {
+            return Err(self.unsafe_path("whiteout of no file"));
+        }
+        match rustix::fs::mknodat(
+            &pfd,
+            target,
+            FileType::CharacterDevice,
+            Mode::empty(),
+            rustix::fs::makedev(0, 0),
+        ) {
+            Ok(()) => Ok(()),
+            Err(Errno::EXIST) => {
+                // Whiteouts only delete from lower layers; what this layer itself put there
+                // stays. A file already hides the lower ones; a directory must be made opaque
+                // so that it does not merge with them.
+                let st = rustix::fs::statat(&pfd, target, AtFlags::SYMLINK_NOFOLLOW)
+                    .map_err(|e| self.fail("inspecting the whiteout's target", e))?;
+                if FileType::from_raw_mode(st.st_mode) == FileType::Directory {
+                    let fd = rustix::fs::openat(&pfd, target, DIR_FLAGS, Mode::empty())
+                        .map_err(|e| self.fail("opening the whiteout's target", e))?;
+                    rustix::fs::fsetxattr(&fd, OPAQUE_XATTR, b"y", XattrFlags::empty())
+                        .map_err(|e| self.fail("marking the directory opaque", e))?;
+                }
+                Ok(())
+            }
+            Err(e) => Err(self.fail("creating the whiteout device", e)),
+        }
+    }
+
+    /// Sets the directories' times, now that nothing more will be written into them, and
+    /// returns (unpacked size, entries).
+    pub(super) fn finish(mut self) -> Result<(u64, u64), LayerError> {
+        let dir_times = mem::take(&mut self.dir_times);
+        let root = self.dirs.root.clone();
+        for (path, mtime) in &dir_times {
+            let opened;
+            let fd = if path.is_empty() {
+                root.as_fd()
+            } else {
+                match open_beneath(root.as_fd(), path, false) {
+                    Ok(fd) => {
+                        opened = fd;
+                        opened.as_fd()
+                    }
+                    // Replaced by a later entry (which set its own times).
+                    Err(Resolve::Missing | Resolve::NotDirectory) => continue,
+                    Err(Resolve::Io(e)) => {
+                        return Err(LayerError::Apply {
+                            entry: String::from_utf8_lossy(path).into_owned(),
+                            op: "opening the directory to set its times",
+                            source: e,
+                        });
+                    }
+                }
+            };
+            rustix::fs::futimens(fd, &both(*mtime)).map_err(|e| LayerError::Apply {
+                entry: String::from_utf8_lossy(path).into_owned(),
+                op: "setting times",
+                source: e.into(),
+            })?;
+        }
+        Ok((self.unpacked_size, self.entries))
+    }
+}

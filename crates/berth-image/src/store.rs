@@ -1,0 +1,912 @@
+//! The image store: content, metadata and snapshots behind one handle.
+
+use std::collections::{BTreeMap, BTreeSet, HashSet};
+use std::fs;
+use std::io::{self, BufReader, Read, Write};
+use std::path::{Path, PathBuf};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use serde::Serialize;
+use serde_json::{Value, json};
+
+use crate::content::{ContentError, ContentStore};
+use crate::digest::{Digest, HashingReader};
+use crate::layer::{self, LayerError};
+use crate::meta::{BlobRecord, ImageRecord, LayerRecord, Meta, MetaError, SnapshotRecord};
+use crate::reference::{Reference, ReferenceError, familiar};
+use crate::snapshot::{Snapshots, chain_ids};
+use crate::{config, media};
+
+/// What can go wrong with images. Each variant names the thing at fault.
+#[derive(Debug, thiserror::Error)]
+pub enum ImageError {
+    /// No image by that name or ID.
+    #[error("No such image: {0}")]
+    NotFound(String),
+    /// An ID prefix matched more than one image.
+    #[error("image ID prefix {0} is ambiguous")]
+    Ambiguous(String),
+    /// A bad reference.
+    #[error(transparent)]
+    Reference(#[from] ReferenceError),
+    /// A content store failure.
+    #[error(transparent)]
+    Content(#[from] ContentError),
+    /// A metadata failure.
+    #[error(transparent)]
+    Meta(#[from] MetaError),
+    /// A layer that could not be applied.
+    #[error("layer {layer}: {source}")]
+    Layer {
+        /// The layer (digest or archive entry).
+        layer: String,
+        /// What went wrong.
+        #[source]
+        source: LayerError,
+    },
+    /// The uncompressed layer is not the one the config lists.
+    #[error("layer {layer}: uncompressed content is {actual} but the image config expects {expected}")]
+    DiffIdMismatch {
+        /// Layer blob.
+        layer: String,
+        /// diff_id from the config.
+        expected: Digest,
+        /// What unpacking produced.
+        actual: Digest,
+    },
+    /// A structurally bad manifest, config or archive.
+    #[error("{what}: {reason}")]
+    Invalid {
+        /// The object at fault (archive path, digest, file).
+        what: String,
+        /// What is wrong.
+        reason: String,
+    },
+    /// A media type berth does not handle.
+    #[error("{what}: unsupported media type \"{media_type}\"")]
+    UnsupportedMediaType {
+        /// Descriptor concerned.
+        what: String,
+        /// The media type.
+        media_type: String,
+    },
+    /// `rmi` refused.
+    #[error("conflict: unable to remove {name}: {reason}")]
+    Conflict {
+        /// Image named.
+        name: String,
+        /// Why.
+        reason: String,
+    },
+    /// A file-system failure.
+    #[error("{path}: {source}")]
+    Io {
+        /// Path concerned.
+        path: PathBuf,
+        /// Underlying error.
+        #[source]
+        source: io::Error,
+    },
+}
+
+impl ImageError {
+    pub(crate) fn invalid(what: impl std::fmt::Display, reason: impl Into<String>) -> Self {
+        ImageError::Invalid {
+            what: what.to_string(),
+            reason: reason.into(),
+        }
+    }
+}
+
+pub(crate) fn io_at(path: impl Into<PathBuf>) -> impl FnOnce(io::Error) -> ImageError {
+    let path = path.into();
+    move |source| ImageError::Io { path, source }
+}
+
+/// One image for `images`.
+#[derive(Clone, Debug, Serialize)]
+pub struct ImageSummary {
+    /// Image ID.
+    pub id: Digest,
+    /// Full references pointing at it, sorted.
+    pub tags: Vec<String>,
+    /// `created` from the config.
+    pub created: Option<String>,
+    /// Unpacked size.
+    pub size: u64,
+    /// Manifest digest.
+    pub manifest: Digest,
+}
+
+/// What `rmi` did, in Docker's words.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub enum Removed {
+    /// A reference was removed.
+    Untagged(String),
+    /// An image (and whatever only it used) was deleted.
+    Deleted(Digest),
+}
+
+/// Space used by images, for `system df`.
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct ImageUsage {
+    /// Number of images.
+    pub images: usize,
+    /// Images used by containers.
+    pub active: usize,
+    /// Bytes of unpacked snapshots plus blobs.
+    pub size: u64,
+    /// Bytes freed if every unused image were removed.
+    pub reclaimable: u64,
+}
+
+/// A problem `system check` found.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct Problem {
+    /// The object (blob digest, snapshot, image).
+    pub object: String,
+    /// What is wrong.
+    pub problem: String,
+}
+
+/// A layer ready to be committed with its image.
+pub(crate) struct NewLayer {
+    pub record: LayerRecord,
+    pub unpacked: u64,
+}
+
+/// The image store at `<root>/image`.
+#[derive(Clone, Debug)]
+pub struct ImageStore {
+    pub(crate) content: ContentStore,
+    pub(crate) meta: Meta,
+    pub(crate) snapshots: Snapshots,
+    pub(crate) tmp: PathBuf,
+}
+
+/// Seconds since the epoch.
+pub(crate) fn now() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
+}
+
+impl ImageStore {
+    /// Opens (creating) the store under `root`.
+    pub fn open(root: &Path) -> Result<Self, ImageError> {
+        let dir = root.join("image");
+        let content = ContentStore::open(&dir.join("content"))?;
+        let snapshots = Snapshots::open(&dir.join("snapshots")).map_err(io_at(&dir))?;
+        let tmp = dir.join("tmp");
+        fs::create_dir_all(&tmp).map_err(io_at(&tmp))?;
+        Ok(ImageStore {
+            content,
+            meta: Meta::new(&dir),
+            snapshots,
+            tmp,
+        })
+    }
+
+    /// The content store.
+    pub fn content(&self) -> &ContentStore {
+        &self.content
+    }
+
+    /// The snapshot directories.
+    pub fn snapshots(&self) -> &Snapshots {
+        &self.snapshots
+    }
+
+    /// Finds an image by reference, full ID, or unique ID prefix.
+    pub fn resolve(&self, name: &str) -> Result<ImageRecord, ImageError> {
+        self.meta.read(|t| {
+            let id_part = name.strip_prefix("sha256:").unwrap_or(name);
+            let looks_like_id =
+                !id_part.is_empty() && id_part.bytes().all(|b| b.is_ascii_hexdigit());
+            if let Ok(r) = Reference::parse(name) {
+                if let Some(d) = r.digest() {
+                    // name@digest: the manifest digest of a stored image.
+                    for img in t.images()? {
+                        if &img.manifest == d || &img.id == d {
+                            return Ok(img);
+                        }
+                    }
+                } else if let Some(id) = t.tag(&r.to_string())? {
+                    if let Some(img) = t.image(&id)? {
+                        return Ok(img);
+                    }
+                }
+            } else if !looks_like_id {
+                // Report the reference error for things that are not IDs either.
+                Reference::parse(name)?;
+            }
+            if looks_like_id && (id_part.len() >= 4 || name.starts_with("sha256:")) {
+                let matches: Vec<_> = t
+                    .images()?
+                    .into_iter()
+                    .filter(|i| i.id.hex().starts_with(&id_part.to_ascii_lowercase()))
+                    .collect();
+                match matches.len() {
+                    1 => return Ok(matches.into_iter().next().expect("one match")),
+                    0 => {}
+                    _ => return Err(ImageError::Ambiguous(name.to_string())),
+                }
+            }
+            Err(ImageError::NotFound(name.to_string()))
+        })
+    }
+
+    /// Every image with its references.
+    pub fn list(&self) -> Result<Vec<ImageSummary>, ImageError> {
+        self.meta.read(|t| {
+            let mut by_id: BTreeMap<Digest, Vec<String>> = BTreeMap::new();
+            for (r, id) in t.tags()? {
+                by_id.entry(id).or_default().push(r);
+            }
+            let mut out: Vec<ImageSummary> = t
+                .images()?
+                .into_iter()
+                .map(|i| ImageSummary {
+                    tags: by_id.remove(&i.id).unwrap_or_default(),
+                    id: i.id,
+                    created: i.created,
+                    size: i.size,
+                    manifest: i.manifest,
+                })
+                .collect();
+            // Newest first, as Docker lists them.
+            out.sort_by(|a, b| b.created.cmp(&a.created).then(a.id.cmp(&b.id)));
+            Ok(out)
+        })
+    }
+
+    /// The references pointing at an image.
+    pub fn tags_of(&self, id: &Digest) -> Result<Vec<String>, ImageError> {
+        Ok(self
+            .meta
+            .read(|t| t.tags())?
+            .into_iter()
+            .filter(|(_, i)| i == id)
+            .map(|(r, _)| r)
+            .collect())
+    }
+
+    /// The raw config JSON of an image (verified).
+    pub fn config_json(&self, img: &ImageRecord) -> Result<Value, ImageError> {
+        let bytes = self.content.read_verified(&img.id)?;
+        serde_json::from_slice(&bytes).map_err(|e| ImageError::invalid(&img.id, e.to_string()))
+    }
+
+    /// The raw manifest bytes of an image (verified).
+    pub fn manifest_bytes(&self, img: &ImageRecord) -> Result<Vec<u8>, ImageError> {
+        Ok(self.content.read_verified(&img.manifest)?)
+    }
+
+    /// Overlay lower dirs for an image's root file system, top first.
+    pub fn lowerdirs(&self, img: &ImageRecord) -> Vec<PathBuf> {
+        img.layers
+            .iter()
+            .rev()
+            .map(|l| self.snapshots.path(&l.chain_id))
+            .collect()
+    }
+
+    /// Docker-shaped `image inspect` JSON.
+    pub fn inspect(&self, name: &str) -> Result<Value, ImageError> {
+        let img = self.resolve(name)?;
+        let cfg = self.config_json(&img)?;
+        let tags = self.tags_of(&img.id)?;
+        let repo_tags: Vec<String> = tags.iter().map(|t| familiar(t)).collect();
+        let mut repo_digests: Vec<String> = tags
+            .iter()
+            .filter_map(|t| Reference::parse(t).ok())
+            .map(|r| format!("{}@{}", r.familiar_repository(), img.manifest))
+            .collect();
+        repo_digests.dedup();
+        let lower: Vec<String> = self
+            .lowerdirs(&img)
+            .iter()
+            .map(|p| p.display().to_string())
+            .collect();
+        Ok(json!({
+            "Id": img.id,
+            "RepoTags": repo_tags,
+            "RepoDigests": repo_digests,
+            "Parent": "",
+            "Comment": cfg.pointer("/history/0/comment").cloned().unwrap_or(json!("")),
+            "Created": img.created.clone().unwrap_or_default(),
+            "DockerVersion": cfg.get("docker_version").cloned().unwrap_or(json!("")),
+            "Author": cfg.get("author").cloned().unwrap_or(json!("")),
+            "Config": cfg.get("config").cloned().unwrap_or(json!({})),
+            "Architecture": cfg.get("architecture").cloned().unwrap_or(json!("")),
+            "Variant": cfg.get("variant").cloned().unwrap_or(Value::Null),
+            "Os": cfg.get("os").cloned().unwrap_or(json!("")),
+            "Size": img.size,
+            "GraphDriver": {
+                "Name": "overlay",
+                "Data": { "LowerDir": lower.join(":") },
+            },
+            "RootFS": {
+                "Type": "layers",
+                "Layers": img.layers.iter().map(|l| l.diff_id.as_str()).collect::<Vec<_>>(),
+            },
+            "Descriptor": {
+                "mediaType": img.manifest_media_type,
+                "digest": img.manifest,
+                "size": self.content.size(&img.manifest).unwrap_or(0),
+            },
+            "Metadata": { "LastTagTime": "" },
+        }))
+    }
+
+    /// `tag SOURCE TARGET`.
+    pub fn tag(&self, source: &str, target: &str) -> Result<Reference, ImageError> {
+        let target = Reference::parse(target)?;
+        if target.digest().is_some() {
+            return Err(ImageError::invalid(
+                &target,
+                "refusing to create a tag with a digest reference",
+            ));
+        }
+        let img = self.resolve(source)?;
+        self.meta
+            .write(|t| t.set_tag(&target.to_string(), &img.id))?;
+        Ok(target)
+    }
+
+    /// `rmi [-f] NAME`: untags; deletes the image once no reference is left.
+    /// `in_use` names the containers using an image, if any.
+    pub fn remove(
+        &self,
+        name: &str,
+        force: bool,
+        in_use: &dyn Fn(&Digest) -> Vec<String>,
+    ) -> Result<Vec<Removed>, ImageError> {
+        let img = self.resolve(name)?;
+        let users = in_use(&img.id);
+        let by_ref = Reference::parse(name)
+            .ok()
+            .filter(|r| r.digest().is_none())
+            .map(|r| r.to_string());
+        let tags = self.tags_of(&img.id)?;
+        let mut out = Vec::new();
+        let removed = self.meta.write(|t| -> Result<Vec<Digest>, ImageError> {
+            let is_tag = by_ref.as_ref().is_some_and(|r| tags.contains(r));
+            if is_tag && (tags.len() > 1 || !users.is_empty()) && !force {
+                // Untag only; the image stays for its other names or its containers.
+                let r = by_ref.as_ref().expect("checked");
+                t.remove_tag(r)?;
+                out.push(Removed::Untagged(familiar(r)));
+                return Ok(vec![]);
+            }
+            if !users.is_empty() {
+                return Err(ImageError::Conflict {
+                    name: name.to_string(),
+                    reason: format!(
+                        "image {} is being used by container(s) {}",
+                        img.id.short(),
+                        users.join(", ")
+                    ),
+                });
+            }
+            if !is_tag && tags.len() > 1 && !force {
+                return Err(ImageError::Conflict {
+                    name: name.to_string(),
+                    reason: format!(
+                        "image is referenced in multiple repositories (must be forced): {}",
+                        tags.iter().map(|t| familiar(t)).collect::<Vec<_>>().join(", ")
+                    ),
+                });
+            }
+            for r in &tags {
+                t.remove_tag(r)?;
+                out.push(Removed::Untagged(familiar(r)));
+            }
+            t.remove_image(&img.id)?;
+            out.push(Removed::Deleted(img.id.clone()));
+            Ok(vec![img.id.clone()])
+        })?;
+        if !removed.is_empty() {
+            self.collect_garbage()?;
+        }
+        Ok(out)
+    }
+
+    /// Removes dangling images (no reference) — or, with `all`, every image no
+    /// container uses. Returns what was removed and the bytes freed.
+    pub fn prune(
+        &self,
+        all: bool,
+        in_use: &dyn Fn(&Digest) -> Vec<String>,
+    ) -> Result<(Vec<Removed>, u64), ImageError> {
+        let before = self.disk_bytes()?;
+        let mut out = Vec::new();
+        self.meta.write(|t| -> Result<(), ImageError> {
+            let tags = t.tags()?;
+            for img in t.images()? {
+                let refs: Vec<&String> =
+                    tags.iter().filter(|(_, i)| i == &img.id).map(|(r, _)| r).collect();
+                if !in_use(&img.id).is_empty() || (!all && !refs.is_empty()) {
+                    continue;
+                }
+                for r in refs {
+                    t.remove_tag(r)?;
+                    out.push(Removed::Untagged(familiar(r)));
+                }
+                t.remove_image(&img.id)?;
+                out.push(Removed::Deleted(img.id.clone()));
+            }
+            Ok(())
+        })?;
+        self.collect_garbage()?;
+        let after = self.disk_bytes()?;
+        Ok((out, before.saturating_sub(after)))
+    }
+
+    /// Deletes blobs and snapshots no image references. Records go first, in one
+    /// transaction; files follow (an interrupted run leaves unreferenced files,
+    /// which the next run removes).
+    pub fn collect_garbage(&self) -> Result<(), ImageError> {
+        let (blobs, snaps) = self.meta.write(|t| -> Result<_, ImageError> {
+            let mut live_blobs = HashSet::new();
+            let mut live_snaps = HashSet::new();
+            for img in t.images()? {
+                live_blobs.insert(img.id.clone());
+                live_blobs.insert(img.manifest.clone());
+                for l in &img.layers {
+                    live_blobs.insert(l.digest.clone());
+                    live_snaps.insert(l.chain_id.clone());
+                }
+            }
+            let mut dead_snaps = Vec::new();
+            for (k, _) in t.snapshots()? {
+                let d = Digest::parse(&k).map_err(|e| ImageError::invalid("snapshots", e.to_string()))?;
+                if !live_snaps.contains(&d) {
+                    t.remove_snapshot(&d)?;
+                    dead_snaps.push(d);
+                }
+            }
+            for (d, _) in t.blobs()? {
+                if !live_blobs.contains(&d) {
+                    t.remove_blob(&d)?;
+                }
+            }
+            Ok((live_blobs, (live_snaps, dead_snaps)))
+        })?;
+        let (live_snaps, _) = snaps;
+        for d in self.content.list()?.into_iter().flatten() {
+            if !blobs.contains(&d) {
+                self.content.delete(&d)?;
+            }
+        }
+        let (chains, _) = self.snapshots.list().map_err(io_at(&self.tmp))?;
+        for c in chains {
+            if !live_snaps.contains(&c) {
+                self.snapshots
+                    .remove(&c)
+                    .map_err(io_at(self.snapshots.path(&c)))?;
+            }
+        }
+        Ok(())
+    }
+
+    fn disk_bytes(&self) -> Result<u64, ImageError> {
+        self.meta.read(|t| -> Result<u64, ImageError> {
+            let b: u64 = t.blobs()?.iter().map(|(_, r)| r.size).sum();
+            let s: u64 = t.snapshots()?.iter().map(|(_, r)| r.size).sum();
+            Ok(b + s)
+        })
+    }
+
+    /// `system df` figures for images.
+    pub fn usage(&self, in_use: &dyn Fn(&Digest) -> Vec<String>) -> Result<ImageUsage, ImageError> {
+        self.meta.read(|t| -> Result<ImageUsage, ImageError> {
+            let blobs: BTreeMap<Digest, BlobRecord> = t.blobs()?.into_iter().collect();
+            let snaps: BTreeMap<String, SnapshotRecord> = t.snapshots()?.into_iter().collect();
+            let images = t.images()?;
+            let mut u = ImageUsage {
+                images: images.len(),
+                size: blobs.values().map(|b| b.size).sum::<u64>()
+                    + snaps.values().map(|s| s.size).sum::<u64>(),
+                ..Default::default()
+            };
+            // Bytes reachable from active images stay; the rest is reclaimable.
+            let mut kept_blobs = BTreeSet::new();
+            let mut kept_snaps = BTreeSet::new();
+            for img in &images {
+                if in_use(&img.id).is_empty() {
+                    continue;
+                }
+                u.active += 1;
+                kept_blobs.insert(img.id.clone());
+                kept_blobs.insert(img.manifest.clone());
+                for l in &img.layers {
+                    kept_blobs.insert(l.digest.clone());
+                    kept_snaps.insert(l.chain_id.as_str().to_string());
+                }
+            }
+            let kept: u64 = kept_blobs
+                .iter()
+                .filter_map(|d| blobs.get(d))
+                .map(|b| b.size)
+                .sum::<u64>()
+                + kept_snaps
+                    .iter()
+                    .filter_map(|c| snaps.get(c))
+                    .map(|s| s.size)
+                    .sum::<u64>();
+            u.reclaimable = u.size.saturating_sub(kept);
+            Ok(u)
+        })
+    }
+
+    /// `system check`: re-hashes every blob and cross-checks the records.
+    pub fn check(&self) -> Result<Vec<Problem>, ImageError> {
+        let mut problems = Vec::new();
+        let mut p = |object: &dyn std::fmt::Display, problem: String| {
+            problems.push(Problem {
+                object: object.to_string(),
+                problem,
+            })
+        };
+        let (blobs, snaps, images) = self.meta.read(|t| -> Result<_, ImageError> {
+            Ok((t.blobs()?, t.snapshots()?, t.images()?))
+        })?;
+        let recorded: BTreeMap<Digest, BlobRecord> = blobs.into_iter().collect();
+        for entry in self.content.list()? {
+            match entry {
+                Err(name) => p(&name, "file in the blob directory is not named by a digest".into()),
+                Ok(d) => match self.content.verify(&d) {
+                    Ok(size) => match recorded.get(&d) {
+                        None => p(&d, "blob is not referenced by any record".into()),
+                        Some(r) if r.size != size => {
+                            p(&d, format!("size is {size} but {} was recorded", r.size))
+                        }
+                        Some(_) => {}
+                    },
+                    Err(ContentError::DigestMismatch { actual, .. }) => {
+                        p(&d, format!("content does not match its digest (hashes to {actual})"))
+                    }
+                    Err(e) => p(&d, e.to_string()),
+                },
+            }
+        }
+        for d in recorded.keys() {
+            if !self.content.contains(d) {
+                p(d, "recorded blob is missing".into());
+            }
+        }
+        for (chain, _) in &snaps {
+            let d = Digest::parse(chain).map_err(|e| ImageError::invalid("snapshots", e.to_string()))?;
+            if !self.snapshots.exists(&d) {
+                p(&format!("snapshot {chain}"), "recorded snapshot directory is missing".into());
+            }
+        }
+        let snap_keys: HashSet<&String> = snaps.iter().map(|(k, _)| k).collect();
+        for img in &images {
+            for l in &img.layers {
+                if !snap_keys.contains(&l.chain_id.as_str().to_string()) {
+                    p(&format!("image {}", img.id.short()), format!("snapshot {} is not recorded", l.chain_id));
+                }
+                if !recorded.contains_key(&l.digest) {
+                    p(&format!("image {}", img.id.short()), format!("layer blob {} is not recorded", l.digest));
+                }
+            }
+        }
+        Ok(problems)
+    }
+
+    /// Unpacks one layer stream (as distributed) into its snapshot and, when
+    /// `keep_blob`, into the content store. Verifies the blob digest and size
+    /// when given, and that the uncompressed bytes are `diff_id`.
+    pub(crate) fn ingest_layer(
+        &self,
+        src: impl Read,
+        layer_name: &str,
+        expected: Option<(&Digest, u64)>,
+        diff_id: &Digest,
+        chain: &Digest,
+        created: &Created,
+    ) -> Result<(Digest, u64, u64), ImageError> {
+        let need_snapshot = !self.snapshots.exists(chain);
+        let mut blob = self.content.writer(expected)?;
+        let lerr = |source| ImageError::Layer {
+            layer: layer_name.to_string(),
+            source,
+        };
+        let mut tee = Tee {
+            inner: src,
+            out: &mut blob,
+        };
+        let (actual_diff, unpacked, pending) = if need_snapshot {
+            let pending = self.snapshots.prepare().map_err(io_at(&self.tmp))?;
+            let applied = layer::apply_layer(&mut tee, pending.path()).map_err(lerr)?;
+            let diff = Digest::try_from(&applied.diff_id).map_err(|e| ImageError::invalid(layer_name, e.to_string()))?;
+            (diff, applied.unpacked_size, Some(pending))
+        } else {
+            let (_, r) = layer::decompress(BufReader::with_capacity(1 << 18, &mut tee))
+                .map_err(lerr)?;
+            let mut h = HashingReader::new(r);
+            io::copy(&mut h, &mut io::sink()).map_err(io_at(layer_name))?;
+            (h.finish().0, 0, None)
+        };
+        // Drain what the decoder did not need (trailing padding) so the blob is whole.
+        io::copy(&mut tee, &mut io::sink()).map_err(io_at(layer_name))?;
+        if &actual_diff != diff_id {
+            return Err(ImageError::DiffIdMismatch {
+                layer: layer_name.to_string(),
+                expected: diff_id.clone(),
+                actual: actual_diff,
+            });
+        }
+        let (digest, size, new) = blob.commit()?;
+        if new {
+            created.blobs.lock().expect("lock").push(digest.clone());
+        }
+        if let Some(p) = pending {
+            if self
+                .snapshots
+                .commit(p, chain)
+                .map_err(io_at(self.snapshots.path(chain)))?
+            {
+                created.snapshots.lock().expect("lock").push(chain.clone());
+            }
+        }
+        Ok((digest, size, unpacked))
+    }
+
+    /// Records an image whose blobs and snapshots are in place, and points
+    /// `tags` at it, all in one transaction. Returns the references that moved
+    /// away from another image.
+    pub(crate) fn commit_image(
+        &self,
+        manifest: &[u8],
+        manifest_media_type: &str,
+        config: &[u8],
+        config_media_type: &str,
+        layers: &[NewLayer],
+        tags: &[Reference],
+    ) -> Result<ImageRecord, ImageError> {
+        let manifest_digest = self.content.put(manifest)?;
+        let id = self.content.put(config)?;
+        let cfg: Value =
+            serde_json::from_slice(config).map_err(|e| ImageError::invalid(&id, e.to_string()))?;
+        let created = cfg.get("created").and_then(Value::as_str).map(str::to_string);
+        let rec = ImageRecord {
+            id: id.clone(),
+            manifest: manifest_digest.clone(),
+            manifest_media_type: manifest_media_type.to_string(),
+            config_media_type: config_media_type.to_string(),
+            layers: layers.iter().map(|l| l.record.clone()).collect(),
+            created,
+            stored_at: now(),
+            size: 0,
+        };
+        self.meta.write(|t| -> Result<ImageRecord, ImageError> {
+            let mut rec = rec;
+            let mut parent = None;
+            for l in layers {
+                let r = &l.record;
+                t.put_blob(
+                    &r.digest,
+                    &BlobRecord {
+                        size: r.size,
+                        media_type: r.media_type.clone(),
+                    },
+                )?;
+                let snap = match t.snapshot(&r.chain_id)? {
+                    Some(s) => s,
+                    None => {
+                        let s = SnapshotRecord {
+                            parent: parent.clone(),
+                            diff_id: r.diff_id.clone(),
+                            size: l.unpacked,
+                        };
+                        t.put_snapshot(&r.chain_id, &s)?;
+                        s
+                    }
+                };
+                rec.size += snap.size;
+                parent = Some(r.chain_id.clone());
+            }
+            t.put_blob(
+                &manifest_digest,
+                &BlobRecord {
+                    size: manifest.len() as u64,
+                    media_type: manifest_media_type.to_string(),
+                },
+            )?;
+            t.put_blob(
+                &id,
+                &BlobRecord {
+                    size: config.len() as u64,
+                    media_type: config_media_type.to_string(),
+                },
+            )?;
+            t.put_image(&rec)?;
+            for tag in tags {
+                t.set_tag(&tag.to_string(), &id)?;
+            }
+            Ok(rec)
+        })
+    }
+
+    /// `import`: a root file system tarball (optionally compressed) becomes a
+    /// one-layer image, with Dockerfile-style `changes` applied to its config.
+    pub fn import(
+        &self,
+        src: impl Read,
+        source_name: &str,
+        reference: Option<&str>,
+        changes: &[String],
+        message: Option<&str>,
+    ) -> Result<ImageRecord, ImageError> {
+        let reference = reference.map(Reference::parse).transpose()?;
+        let mut cfg = config::Config::default();
+        for c in changes {
+            config::apply_change(&mut cfg, c)
+                .map_err(|e| ImageError::invalid(format!("--change {c:?}"), e))?;
+        }
+        // Store the layer uncompressed (as Docker does): its digest is its diff_id.
+        let (_, mut r) = layer::decompress(BufReader::with_capacity(1 << 18, src)).map_err(
+            |source| ImageError::Layer {
+                layer: source_name.to_string(),
+                source,
+            },
+        )?;
+        let staged = tempfile::NamedTempFile::new_in(&self.tmp).map_err(io_at(&self.tmp))?;
+        let mut w = io::BufWriter::with_capacity(1 << 18, staged.as_file());
+        let mut h = HashingReader::new(&mut r);
+        io::copy(&mut h, &mut w).map_err(io_at(source_name))?;
+        w.flush().map_err(io_at(staged.path()))?;
+        drop(w);
+        let (diff_id, size) = h.finish();
+        let created_at = rfc3339(now());
+        let config_json = config::image_config_json(
+            &cfg,
+            &created_at,
+            &[diff_id.clone()],
+            &[json!({
+                "created": created_at,
+                "created_by": "berth import",
+                "comment": message.map(str::to_string)
+                    .unwrap_or_else(|| format!("Imported from {source_name}")),
+            })],
+        );
+        let config_bytes = serde_json::to_vec(&config_json).expect("json");
+        let chain = chain_ids(std::slice::from_ref(&diff_id)).remove(0);
+        let created = Created::default();
+        let result = (|| {
+            let f = fs::File::open(staged.path()).map_err(io_at(staged.path()))?;
+            let (digest, size, unpacked) = self.ingest_layer(
+                BufReader::with_capacity(1 << 18, f),
+                source_name,
+                Some((&diff_id, size)),
+                &diff_id,
+                &chain,
+                &created,
+            )?;
+            let layer = NewLayer {
+                record: LayerRecord {
+                    digest: digest.clone(),
+                    size,
+                    media_type: media::OCI_LAYER.to_string(),
+                    diff_id: diff_id.clone(),
+                    chain_id: chain.clone(),
+                },
+                unpacked,
+            };
+            let manifest = json!({
+                "schemaVersion": 2,
+                "mediaType": media::OCI_MANIFEST,
+                "config": {
+                    "mediaType": media::OCI_CONFIG,
+                    "digest": Digest::of(&config_bytes),
+                    "size": config_bytes.len(),
+                },
+                "layers": [{ "mediaType": media::OCI_LAYER, "digest": digest, "size": size }],
+            });
+            let manifest = serde_json::to_vec(&manifest).expect("json");
+            self.commit_image(
+                &manifest,
+                media::OCI_MANIFEST,
+                &config_bytes,
+                media::OCI_CONFIG,
+                &[layer],
+                reference.as_slice(),
+            )
+        })();
+        if result.is_err() {
+            created.undo(self);
+        }
+        result
+    }
+}
+
+/// Blobs and snapshots a failed operation created, to remove again.
+#[derive(Default)]
+pub(crate) struct Created {
+    pub blobs: std::sync::Mutex<Vec<Digest>>,
+    pub snapshots: std::sync::Mutex<Vec<Digest>>,
+}
+
+impl Created {
+    /// Removes everything recorded, unless some committed image uses it.
+    pub(crate) fn undo(&self, store: &ImageStore) {
+        let live = store
+            .meta
+            .read(|t| -> Result<(HashSet<Digest>, HashSet<Digest>), MetaError> {
+                let mut b = HashSet::new();
+                let mut s = HashSet::new();
+                for img in t.images()? {
+                    b.insert(img.id.clone());
+                    b.insert(img.manifest.clone());
+                    for l in img.layers {
+                        b.insert(l.digest);
+                        s.insert(l.chain_id);
+                    }
+                }
+                Ok((b, s))
+            })
+            .unwrap_or_default();
+        for d in self.blobs.lock().expect("lock").iter() {
+            if !live.0.contains(d) {
+                let _ = store.content.delete(d);
+            }
+        }
+        for c in self.snapshots.lock().expect("lock").iter() {
+            if !live.1.contains(c) {
+                let _ = store.snapshots.remove(c);
+            }
+        }
+    }
+}
+
+/// A reader that copies what it reads into a writer.
+pub(crate) struct Tee<'a, R, W> {
+    pub inner: R,
+    pub out: &'a mut W,
+}
+
+impl<R: Read, W: Write> Read for Tee<'_, R, W> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        self.out.write_all(&buf[..n])?;
+        Ok(n)
+    }
+}
+
+/// Formats Unix seconds as RFC 3339 UTC (`2024-01-02T03:04:05Z`).
+pub fn rfc3339(secs: u64) -> String {
+    let days = (secs / 86_400) as i64;
+    let rem = secs % 86_400;
+    // Civil-from-days (Howard Hinnant's algorithm).
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    let y = yoe + era * 400 + i64::from(m <= 2);
+    format!(
+        "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}Z",
+        rem / 3600,
+        rem % 3600 / 60,
+        rem % 60
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn formats_time() {
+        assert_eq!(rfc3339(0), "1970-01-01T00:00:00Z");
+        assert_eq!(rfc3339(1_700_000_000), "2023-11-14T22:13:20Z");
+        assert_eq!(rfc3339(951_782_400), "2000-02-29T00:00:00Z");
+    }
+}

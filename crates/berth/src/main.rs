@@ -1,0 +1,104 @@
+//! `berth`: the command line. It parses flags, calls the engine, and prints
+//! what comes back the way Docker's CLI does. Nothing here knows how images
+//! are stored.
+
+mod cmd;
+mod output;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+/// berth runs OCI images as containers or microVMs.
+#[derive(Parser)]
+#[command(name = "berth", version, about, propagate_version = true)]
+#[command(disable_help_subcommand = true)]
+pub struct Cli {
+    /// Root of berth's state (images, containers, volumes).
+    #[arg(long, global = true, env = "BERTH_ROOT", default_value = berth_engine::DEFAULT_ROOT)]
+    root: PathBuf,
+
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Show berth's version.
+    Version(cmd::system::VersionArgs),
+    /// Show the store, the storage driver and what the host supports.
+    Info(cmd::system::InfoArgs),
+    /// List images.
+    Images(cmd::images::ListArgs),
+    /// Manage images.
+    #[command(subcommand)]
+    Image(cmd::images::ImageCommand),
+    /// Show low-level information on images.
+    Inspect(cmd::images::InspectArgs),
+    /// Create a tag TARGET_IMAGE that refers to SOURCE_IMAGE.
+    Tag(cmd::images::TagArgs),
+    /// Remove one or more images.
+    Rmi(cmd::images::RmiArgs),
+    /// Load images from a tar archive (docker-archive or oci-archive) or stdin.
+    Load(cmd::images::LoadArgs),
+    /// Save images to a tar archive (stdout by default).
+    Save(cmd::images::SaveArgs),
+    /// Import a root file system tarball as a one-layer image.
+    Import(cmd::images::ImportArgs),
+    /// Manage berth's state as a whole.
+    #[command(subcommand)]
+    System(cmd::system::SystemCommand),
+}
+
+fn main() -> ExitCode {
+    let cli = match Cli::try_parse() {
+        Ok(c) => c,
+        Err(e) => {
+            let code = if e.use_stderr() { 125 } else { 0 };
+            let _ = e.print();
+            return ExitCode::from(code);
+        }
+    };
+    match run(cli) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("Error: {}", chain(&e));
+            ExitCode::from(1)
+        }
+    }
+}
+
+fn run(cli: Cli) -> anyhow::Result<ExitCode> {
+    use cmd::images as i;
+    use cmd::system as s;
+    let root = cli.root;
+    match cli.command {
+        Command::Version(a) => s::version(a),
+        Command::Info(a) => s::info(&root, a),
+        Command::Images(a) => i::list(&root, a),
+        Command::Image(c) => i::image(&root, c),
+        Command::Inspect(a) => i::inspect(&root, a),
+        Command::Tag(a) => i::tag(&root, a),
+        Command::Rmi(a) => i::rmi(&root, a),
+        Command::Load(a) => i::load(&root, a),
+        Command::Save(a) => i::save(&root, a),
+        Command::Import(a) => i::import(&root, a),
+        Command::System(c) => s::system(&root, c),
+    }
+}
+
+/// The error and its causes on one line, skipping causes a message already quotes.
+fn chain(e: &anyhow::Error) -> String {
+    let mut out = String::new();
+    for cause in e.chain() {
+        let msg = cause.to_string();
+        if !out.contains(&msg) {
+            if !out.is_empty() {
+                out.push_str(": ");
+            }
+            out.push_str(&msg);
+        }
+    }
+    out
+}

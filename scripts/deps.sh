@@ -1,0 +1,68 @@
+#!/usr/bin/env bash
+# Install the Debian packages berth's development, tests and fixtures need.
+#
+# Usage: scripts/deps.sh            (as root, or with sudo available)
+#
+# Idempotent: if every package is already installed it does nothing (no
+# `apt-get update`), so re-runs take well under a second.
+set -euo pipefail
+
+PACKAGES=(
+	busybox-static # static /bin/busybox: the busybox fixture image
+	debootstrap    # the debian:bookworm fixture image
+	skopeo         # oci-archive <-> docker-archive, archive checks
+	podman         # reference engine for behaviour comparisons
+	umoci          # reference OCI image tool
+	docker-registry # local registry for push/pull tests
+	zstd           # zstd-compressed layers
+	jq             # JSON in scripts
+	uidmap         # newuidmap/newgidmap for rootless/userns tests
+	runc           # reference OCI runtime
+	hyperfine      # benchmarks (bench/)
+	ca-certificates
+)
+
+log() { printf 'deps: %s\n' "$*" >&2; }
+
+# Packages whose status is not "install ok installed".
+missing=()
+for pkg in "${PACKAGES[@]}"; do
+	status=$(dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null || true)
+	if [[ $status != "install ok installed" ]]; then
+		missing+=("$pkg")
+	fi
+done
+
+if ((${#missing[@]} == 0)); then
+	log "all ${#PACKAGES[@]} packages already installed"
+	exit 0
+fi
+
+SUDO=()
+if ((EUID != 0)); then
+	command -v sudo >/dev/null || {
+		log "not root and no sudo; install as root: ${missing[*]}"
+		exit 1
+	}
+	SUDO=(sudo)
+fi
+
+APT_OPTS=(-y -qq -o Dpkg::Use-Pty=0 -o Dpkg::Options::=--force-confdef -o Dpkg::Options::=--force-confold)
+
+# apt/dpkg/debconf chatter goes to a log that is shown only on failure.
+aptlog=$(mktemp -t berth-deps.XXXXXX.log)
+trap 'rm -f "$aptlog"' EXIT
+run_apt() {
+	if ! "${SUDO[@]}" env DEBIAN_FRONTEND=noninteractive apt-get "$@" >>"$aptlog" 2>&1; then
+		log "apt-get $1 failed; last lines of its output:"
+		tail -n 40 "$aptlog" >&2
+		exit 1
+	fi
+}
+
+log "installing: ${missing[*]}"
+run_apt update -qq
+# Install the whole list (not just the missing ones) so apt also finishes any
+# half-configured package; already-installed ones are no-ops.
+run_apt install "${APT_OPTS[@]}" "${PACKAGES[@]}"
+log "done"
