@@ -101,8 +101,7 @@ impl Index {
                     .map_err(|e| bad(e.to_string()))?;
                 let t = tempfile::NamedTempFile::new_in(tmp).map_err(io_at(tmp))?;
                 let mut w = BufWriter::with_capacity(BUF, t.as_file());
-                io::copy(&mut r, &mut w)
-                    .map_err(|e| bad(format!("cannot decompress: {e}")))?;
+                io::copy(&mut r, &mut w).map_err(|e| bad(format!("cannot decompress: {e}")))?;
                 w.flush().map_err(io_at(t.path()))?;
                 drop(w);
                 (t.path().to_path_buf(), Some(t))
@@ -208,23 +207,29 @@ impl Index {
         if !self.has(&name) {
             return Err(ImageError::invalid(
                 referrer,
-                format!("references blob {d}, which is not in archive {}", self.shown),
+                format!(
+                    "references blob {d}, which is not in archive {}",
+                    self.shown
+                ),
             ));
         }
         let bytes = self.read_json_bytes(&name)?;
         let actual = Digest::of(&bytes);
         if &actual != d {
-            return Err(ImageError::Content(crate::content::ContentError::DigestMismatch {
-                expected: d.clone(),
-                actual,
-            }));
+            return Err(ImageError::Content(
+                crate::content::ContentError::DigestMismatch {
+                    expected: d.clone(),
+                    actual,
+                },
+            ));
         }
         Ok(bytes)
     }
 }
 
 fn parse_json<T: serde::de::DeserializeOwned>(bytes: &[u8], what: &str) -> Result<T, ImageError> {
-    serde_json::from_slice(bytes).map_err(|e| ImageError::invalid(what, format!("malformed JSON: {e}")))
+    serde_json::from_slice(bytes)
+        .map_err(|e| ImageError::invalid(what, format!("malformed JSON: {e}")))
 }
 
 /// One image found in an archive, before its layers are ingested.
@@ -309,10 +314,18 @@ impl ImageStore {
                         m.platform().as_ref().is_some_and(|p| {
                             p.os().to_string() == "linux"
                                 && p.architecture().to_string() == config::host_arch()
-                        }) && index.has(&Index::blob_name(&desc_digest(m, "").unwrap_or_else(|_| d.clone())))
+                        }) && index.has(&Index::blob_name(
+                            &desc_digest(m, "").unwrap_or_else(|_| d.clone()),
+                        ))
                     })
                     .ok_or_else(|| {
-                        ImageError::invalid(&d, format!("index has no linux/{} image in this archive", config::host_arch()))
+                        ImageError::invalid(
+                            &d,
+                            format!(
+                                "index has no linux/{} image in this archive",
+                                config::host_arch()
+                            ),
+                        )
                     })?;
                 mt = pick.media_type().to_string();
                 d = desc_digest(pick, d.as_str())?;
@@ -366,13 +379,19 @@ impl ImageStore {
                 None => {
                     return Err(ImageError::invalid(
                         format!("manifest {d}"),
-                        format!("references blob {ld}, which is not in archive {}", index.shown),
+                        format!(
+                            "references blob {ld}, which is not in archive {}",
+                            index.shown
+                        ),
                     ));
                 }
                 Some(s) if s != l.size() => {
                     return Err(ImageError::invalid(
                         format!("layer {ld}"),
-                        format!("is {s} bytes in the archive but the manifest says {}", l.size()),
+                        format!(
+                            "is {s} bytes in the archive but the manifest says {}",
+                            l.size()
+                        ),
                     ));
                 }
                 Some(_) => {}
@@ -382,7 +401,11 @@ impl ImageStore {
         if layers.len() != diff_ids.len() {
             return Err(ImageError::invalid(
                 format!("manifest {d}"),
-                format!("has {} layers but its config lists {} diff_ids", layers.len(), diff_ids.len()),
+                format!(
+                    "has {} layers but its config lists {} diff_ids",
+                    layers.len(),
+                    diff_ids.len()
+                ),
             ));
         }
         Ok(Plan {
@@ -417,13 +440,23 @@ impl ImageStore {
             let config = index.read_json_bytes(&config_name)?;
             let diff_ids = diff_ids_of(&config, &config_name)?;
             let mut tags = Vec::new();
-            for t in item.get("RepoTags").and_then(Value::as_array).into_iter().flatten() {
+            for t in item
+                .get("RepoTags")
+                .and_then(Value::as_array)
+                .into_iter()
+                .flatten()
+            {
                 if let Some(t) = t.as_str() {
                     tags.push(Reference::parse(t)?);
                 }
             }
             let mut layers = Vec::new();
-            for l in item.get("Layers").and_then(Value::as_array).into_iter().flatten() {
+            for l in item
+                .get("Layers")
+                .and_then(Value::as_array)
+                .into_iter()
+                .flatten()
+            {
                 let name = clean_name(l.as_str().unwrap_or_default());
                 if !index.has(&name) {
                     return Err(ImageError::invalid(
@@ -433,7 +466,10 @@ impl ImageStore {
                 }
                 // Media type from the bytes: docker-archive layers are usually plain tar.
                 let mut magic = [0u8; 4];
-                let n = index.reader(&name)?.read(&mut magic).map_err(io_at(&index.path))?;
+                let n = index
+                    .reader(&name)?
+                    .read(&mut magic)
+                    .map_err(io_at(&index.path))?;
                 let mt = match Compression::detect(&magic[..n]) {
                     Compression::None => media::DOCKER_LAYER,
                     Compression::Gzip => media::DOCKER_LAYER_GZIP,
@@ -449,7 +485,11 @@ impl ImageStore {
             if layers.len() != diff_ids.len() {
                 return Err(ImageError::invalid(
                     &config_name,
-                    format!("manifest.json lists {} layers but the config lists {} diff_ids", layers.len(), diff_ids.len()),
+                    format!(
+                        "manifest.json lists {} layers but the config lists {} diff_ids",
+                        layers.len(),
+                        diff_ids.len()
+                    ),
                 ));
             }
             plans.push(Plan {
@@ -523,7 +563,10 @@ impl ImageStore {
                             .unwrap_or_else(|| job.entry.clone());
                         let size = index.size(&job.entry).unwrap_or(0);
                         let cached = self.snapshots.exists(&job.chain)
-                            && job.expected.as_ref().is_some_and(|(d, _)| self.content.contains(d));
+                            && job
+                                .expected
+                                .as_ref()
+                                .is_some_and(|(d, _)| self.content.contains(d));
                         events(LoadEvent::LayerStart {
                             layer: shown.clone(),
                             size,
@@ -546,7 +589,10 @@ impl ImageStore {
                         if r.is_err() {
                             failed.store(true, std::sync::atomic::Ordering::Relaxed);
                         } else {
-                            events(LoadEvent::LayerDone { layer: shown, cached });
+                            events(LoadEvent::LayerDone {
+                                layer: shown,
+                                cached,
+                            });
                         }
                         results
                             .lock()
@@ -600,7 +646,10 @@ impl ImageStore {
                 &layers,
                 &p.tags,
             )?;
-            loaded.push(Loaded { image, tags: p.tags });
+            loaded.push(Loaded {
+                image,
+                tags: p.tags,
+            });
         }
         Ok(loaded)
     }
@@ -629,31 +678,47 @@ impl ImageStore {
     }
 
     /// Writes an archive of `names` to any writer (e.g. stdout).
-    pub fn write_archive(&self, names: &[String], w: impl Write, format: Format) -> Result<(), ImageError> {
+    pub fn write_archive(
+        &self,
+        names: &[String],
+        w: impl Write,
+        format: Format,
+    ) -> Result<(), ImageError> {
         // Resolve everything first so a bad name fails before any byte is written.
         let mut images: Vec<(ImageRecord, Option<Reference>)> = Vec::new();
         for n in names {
             let img = self.resolve(n)?;
             let r = Reference::parse(n).ok().filter(|r| {
-                r.digest().is_none() && self.tags_of(&img.id).is_ok_and(|t| t.contains(&r.to_string()))
+                r.digest().is_none()
+                    && self
+                        .tags_of(&img.id)
+                        .is_ok_and(|t| t.contains(&r.to_string()))
             });
             images.push((img, r));
         }
         let mut b = tar::Builder::new(BufWriter::with_capacity(BUF, w));
         let mut written = HashSet::new();
-        let put_bytes = |b: &mut tar::Builder<_>, name: &str, data: &[u8]| -> Result<(), ImageError> {
-            let mut h = tar_header(data.len() as u64);
-            b.append_data(&mut h, name, data).map_err(io_at(name))
-        };
-        let put_blob = |b: &mut tar::Builder<_>, written: &mut HashSet<Digest>, d: &Digest| -> Result<(), ImageError> {
+        let put_bytes =
+            |b: &mut tar::Builder<_>, name: &str, data: &[u8]| -> Result<(), ImageError> {
+                let mut h = tar_header(data.len() as u64);
+                b.append_data(&mut h, name, data).map_err(io_at(name))
+            };
+        let put_blob = |b: &mut tar::Builder<_>,
+                        written: &mut HashSet<Digest>,
+                        d: &Digest|
+         -> Result<(), ImageError> {
             if !written.insert(d.clone()) {
                 return Ok(());
             }
             let f = self.content.open_blob(d)?;
             let size = f.metadata().map_err(io_at(self.content.path(d)))?.len();
             let mut h = tar_header(size);
-            b.append_data(&mut h, format!("blobs/sha256/{}", d.hex()), BufReader::with_capacity(BUF, f))
-                .map_err(io_at(self.content.path(d)))
+            b.append_data(
+                &mut h,
+                format!("blobs/sha256/{}", d.hex()),
+                BufReader::with_capacity(BUF, f),
+            )
+            .map_err(io_at(self.content.path(d)))
         };
         let mut docker_items = Vec::new();
         let mut oci_descs = Vec::new();
@@ -693,7 +758,9 @@ impl ImageStore {
                         oci_descs.push(desc(json!({})));
                     }
                     for t in &tags {
-                        let tag = Reference::parse(t).ok().and_then(|r| r.tag().map(str::to_string));
+                        let tag = Reference::parse(t)
+                            .ok()
+                            .and_then(|r| r.tag().map(str::to_string));
                         oci_descs.push(desc(json!({
                             "io.containerd.image.name": t,
                             "org.opencontainers.image.ref.name": tag.unwrap_or_default(),
@@ -711,12 +778,19 @@ impl ImageStore {
                     for t in self.tags_of(&img.id)? {
                         if let Ok(r) = Reference::parse(&t) {
                             if let (Some(tag), Some(top)) = (r.tag(), img.layers.last()) {
-                                repos.entry(r.familiar_repository()).or_default().insert(tag.to_string(), top.chain_id.hex().to_string());
+                                repos
+                                    .entry(r.familiar_repository())
+                                    .or_default()
+                                    .insert(tag.to_string(), top.chain_id.hex().to_string());
                             }
                         }
                     }
                 }
-                put_bytes(&mut b, "repositories", &serde_json::to_vec(&repos).expect("json"))?;
+                put_bytes(
+                    &mut b,
+                    "repositories",
+                    &serde_json::to_vec(&repos).expect("json"),
+                )?;
             }
             Format::Oci => {
                 put_bytes(&mut b, "oci-layout", br#"{"imageLayoutVersion":"1.0.0"}"#)?;
@@ -725,7 +799,11 @@ impl ImageStore {
                     "mediaType": media::OCI_INDEX,
                     "manifests": oci_descs,
                 });
-                put_bytes(&mut b, "index.json", &serde_json::to_vec(&idx).expect("json"))?;
+                put_bytes(
+                    &mut b,
+                    "index.json",
+                    &serde_json::to_vec(&idx).expect("json"),
+                )?;
             }
         }
         let mut w = b.into_inner().map_err(io_at("archive"))?;

@@ -113,7 +113,8 @@ fn obj<'a>(cfg: &'a mut Config, key: &str) -> Result<&'a mut Map<String, Value>,
     if v.is_null() {
         *v = json!({});
     }
-    v.as_object_mut().ok_or_else(|| format!("{key} is not a map"))
+    v.as_object_mut()
+        .ok_or_else(|| format!("{key} is not a map"))
 }
 
 /// Exec form (`["a","b"]`) or shell form (`a b` → `/bin/sh -c "a b"`); invalid

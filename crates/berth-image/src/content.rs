@@ -229,10 +229,7 @@ impl BlobWriter {
             return Ok((actual, len, false));
         }
         self.file.flush().map_err(io_err(&actual))?;
-        self.file
-            .as_file()
-            .sync_data()
-            .map_err(io_err(&actual))?;
+        self.file.as_file().sync_data().map_err(io_err(&actual))?;
         self.file
             .persist(&target)
             .map_err(|e| io_err(&actual)(e.error))?;

@@ -57,12 +57,16 @@ impl Digest {
     }
     /// The same digest as the `oci-spec` type used in descriptors.
     pub fn to_oci(&self) -> oci_spec::image::Digest {
-        self.0.parse().expect("a sha256 digest is a valid OCI digest")
+        self.0
+            .parse()
+            .expect("a sha256 digest is a valid OCI digest")
     }
 }
 
 fn is_hex64(s: &str) -> bool {
-    s.len() == 64 && s.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+    s.len() == 64
+        && s.bytes()
+            .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
 }
 
 impl fmt::Display for Digest {

@@ -19,7 +19,11 @@ mod tests;
 
 use std::fmt;
 use std::io::{self, BufRead, BufReader, Read};
+use std::mem;
+use std::os::fd::OwnedFd;
 use std::path::{Path, PathBuf};
+use std::sync::mpsc;
+use std::thread;
 
 use oci_spec::image::Digest;
 use sha2::Digest as _;
@@ -212,41 +216,83 @@ impl<R: Read> Read for HashingReader<R> {
 /// Whiteouts are converted to overlayfs form (see the module documentation); ownership,
 /// permissions (including setuid/setgid/sticky), modification times and `SCHILY.xattr.*`
 /// extended attributes are preserved, except `trusted.overlay.*` attributes, which are
-/// dropped because only whiteout conversion may produce overlayfs metadata.
+/// dropped because only whiteout conversion may produce overlayfs metadata. Hard link
+/// entries only add a name: the inode keeps the metadata of the entry that created it.
+///
+/// The calling thread reads, decompresses and hashes the stream while a scoped helper
+/// thread writes the files (falling back to doing both in the calling thread if no thread
+/// can be started); the helper is joined before this returns.
 pub fn apply_layer<R: Read>(layer: R, dest: &Path) -> Result<Applied, LayerError> {
+    let dest_error = |e: io::Error| LayerError::Destination {
+        path: dest.to_owned(),
+        source: e,
+    };
     let root = rustix::fs::open(
         dest,
         rustix::fs::OFlags::RDONLY | rustix::fs::OFlags::DIRECTORY | rustix::fs::OFlags::CLOEXEC,
         rustix::fs::Mode::empty(),
     )
-    .map_err(|e| LayerError::Destination {
-        path: dest.to_owned(),
-        source: e.into(),
+    .map_err(|e| dest_error(e.into()))?;
+    let worker_root = root.try_clone().map_err(dest_error)?;
+
+    let (_, mut decoded) = decompress(BufReader::with_capacity(BUF_SIZE, layer))?;
+
+    let (full_tx, full_rx) = mpsc::sync_channel::<io::Result<Chunk>>(QUEUE_DEPTH);
+    let (empty_tx, empty_rx) = mpsc::channel::<Vec<u8>>();
+    let (hash, (unpacked_size, entries)) = thread::scope(|s| {
+        let worker = thread::Builder::new()
+            .name("berth-layer".into())
+            .spawn_scoped(s, move || {
+                let stream = ChunkReader {
+                    full: full_rx,
+                    empty: empty_tx,
+                    chunk: Chunk {
+                        buf: Vec::new(),
+                        len: 0,
+                    },
+                    pos: 0,
+                };
+                extract(stream, worker_root).map(|(counts, _)| counts)
+            });
+        let Ok(worker) = worker else {
+            // No thread to be had: do everything here.
+            let stream = BufReader::with_capacity(
+                BUF_SIZE,
+                HashingReader {
+                    inner: decoded,
+                    hasher: sha2::Sha256::new(),
+                },
+            );
+            let (counts, stream) = extract(stream, root)?;
+            return Ok((stream.into_inner().hasher.finalize(), counts));
+        };
+
+        let mut hasher = sha2::Sha256::new();
+        loop {
+            let mut buf = empty_rx.try_recv().unwrap_or_else(|_| vec![0; BUF_SIZE]);
+            let (len, result) = fill(&mut decoded, &mut buf);
+            hasher.update(&buf[..len]);
+            if len > 0 && full_tx.send(Ok(Chunk { buf, len })).is_err() {
+                break; // The writer gave up; it has the error to report.
+            }
+            match result {
+                // The writer reports read errors, naming the entry it was reading.
+                Err(e) => {
+                    let _ = full_tx.send(Err(e));
+                    break;
+                }
+                Ok(()) if len < BUF_SIZE => break, // End of the stream.
+                Ok(()) => {}
+            }
+        }
+        drop(full_tx);
+        let counts = match worker.join() {
+            Ok(result) => result?,
+            Err(panic) => std::panic::resume_unwind(panic),
+        };
+        Ok((hasher.finalize(), counts))
     })?;
 
-    let (_, decoded) = decompress(BufReader::with_capacity(BUF_SIZE, layer))?;
-    let hashing = HashingReader {
-        inner: decoded,
-        hasher: sha2::Sha256::new(),
-    };
-    let mut archive = tar::Archive::new(BufReader::with_capacity(BUF_SIZE, hashing));
-    let mut extractor = extract::Extractor::new(root);
-
-    let entries = archive
-        .entries()
-        .map_err(|source| extractor.stream_error(source))?;
-    for entry in entries {
-        let mut entry = entry.map_err(|source| extractor.stream_error(source))?;
-        extractor.apply(&mut entry)?;
-    }
-
-    // The tar reader stops at the end-of-archive marker; the DiffID covers the whole stream,
-    // so read whatever follows (padding) to the end.
-    let mut rest = archive.into_inner();
-    io::copy(&mut rest, &mut io::sink()).map_err(|source| extractor.stream_error(source))?;
-    let (unpacked_size, entries) = extractor.finish()?;
-
-    let hash = rest.into_inner().hasher.finalize();
     let diff_id = format!("sha256:{}", hex::encode(hash))
         .parse::<Digest>()
         .expect("a sha256 hex digest is a valid OCI digest");
@@ -255,4 +301,79 @@ pub fn apply_layer<R: Read>(layer: R, dest: &Path) -> Result<Applied, LayerError
         unpacked_size,
         entries,
     })
+}
+
+/// How many decompressed chunks may wait for the writer.
+const QUEUE_DEPTH: usize = 16;
+
+/// Reads from `r` until `buf` is full or the stream ends; returns how much was read and
+/// whether reading stopped on an error.
+fn fill(r: &mut dyn Read, buf: &mut [u8]) -> (usize, io::Result<()>) {
+    let mut len = 0;
+    while len < buf.len() {
+        match r.read(&mut buf[len..]) {
+            Ok(0) => break,
+            Ok(n) => len += n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return (len, Err(e)),
+        }
+    }
+    (len, Ok(()))
+}
+
+/// A piece of the decompressed stream: `buf[..len]`.
+struct Chunk {
+    buf: Vec<u8>,
+    len: usize,
+}
+
+/// The writer's end of the pipeline: reads the chunks the calling thread sends, and sends
+/// the emptied buffers back for reuse. The stream ends when the sender is dropped.
+struct ChunkReader {
+    full: mpsc::Receiver<io::Result<Chunk>>,
+    empty: mpsc::Sender<Vec<u8>>,
+    chunk: Chunk,
+    pos: usize,
+}
+
+impl Read for ChunkReader {
+    fn read(&mut self, out: &mut [u8]) -> io::Result<usize> {
+        if self.pos == self.chunk.len {
+            match self.full.recv() {
+                Ok(Ok(chunk)) => {
+                    let used = mem::replace(&mut self.chunk, chunk);
+                    if !used.buf.is_empty() {
+                        let _ = self.empty.send(used.buf);
+                    }
+                    self.pos = 0;
+                }
+                Ok(Err(e)) => return Err(e),
+                Err(mpsc::RecvError) => return Ok(0),
+            }
+        }
+        let n = out.len().min(self.chunk.len - self.pos);
+        out[..n].copy_from_slice(&self.chunk.buf[self.pos..self.pos + n]);
+        self.pos += n;
+        Ok(n)
+    }
+}
+
+/// Applies the tar stream `stream` beneath `root`, then reads the stream to its end.
+/// Returns (unpacked size, entries) and the stream.
+fn extract<S: Read>(stream: S, root: OwnedFd) -> Result<((u64, u64), S), LayerError> {
+    let mut archive = tar::Archive::new(stream);
+    let mut extractor = extract::Extractor::new(root);
+    let entries = archive
+        .entries()
+        .map_err(|source| extractor.stream_error(source))?;
+    for entry in entries {
+        let mut entry = entry.map_err(|source| extractor.stream_error(source))?;
+        extractor.apply(&mut entry)?;
+    }
+    // The tar reader stops at the end-of-archive marker; the DiffID covers the whole stream,
+    // so read whatever follows (padding) to the end.
+    let mut rest = archive.into_inner();
+    io::copy(&mut rest, &mut io::sink()).map_err(|source| extractor.stream_error(source))?;
+    let counts = extractor.finish()?;
+    Ok((counts, rest))
 }

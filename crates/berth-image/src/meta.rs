@@ -357,9 +357,7 @@ mod tests {
         let id = Digest::of(b"cfg");
         meta.write(|t| t.set_tag("docker.io/library/a:latest", &id))
             .unwrap();
-        let got: Option<Digest> = meta
-            .read(|t| t.tag("docker.io/library/a:latest"))
-            .unwrap();
+        let got: Option<Digest> = meta.read(|t| t.tag("docker.io/library/a:latest")).unwrap();
         assert_eq!(got, Some(id.clone()));
         // A failing closure commits nothing.
         let r: Result<(), MetaError> = meta.write(|t| {

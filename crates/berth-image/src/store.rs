@@ -45,7 +45,9 @@ pub enum ImageError {
         source: LayerError,
     },
     /// The uncompressed layer is not the one the config lists.
-    #[error("layer {layer}: uncompressed content is {actual} but the image config expects {expected}")]
+    #[error(
+        "layer {layer}: uncompressed content is {actual} but the image config expects {expected}"
+    )]
     DiffIdMismatch {
         /// Layer blob.
         layer: String,
@@ -395,7 +397,10 @@ impl ImageStore {
                     name: name.to_string(),
                     reason: format!(
                         "image is referenced in multiple repositories (must be forced): {}",
-                        tags.iter().map(|t| familiar(t)).collect::<Vec<_>>().join(", ")
+                        tags.iter()
+                            .map(|t| familiar(t))
+                            .collect::<Vec<_>>()
+                            .join(", ")
                     ),
                 });
             }
@@ -425,8 +430,11 @@ impl ImageStore {
         self.meta.write(|t| -> Result<(), ImageError> {
             let tags = t.tags()?;
             for img in t.images()? {
-                let refs: Vec<&String> =
-                    tags.iter().filter(|(_, i)| i == &img.id).map(|(r, _)| r).collect();
+                let refs: Vec<&String> = tags
+                    .iter()
+                    .filter(|(_, i)| i == &img.id)
+                    .map(|(r, _)| r)
+                    .collect();
                 if !in_use(&img.id).is_empty() || (!all && !refs.is_empty()) {
                     continue;
                 }
@@ -461,7 +469,8 @@ impl ImageStore {
             }
             let mut dead_snaps = Vec::new();
             for (k, _) in t.snapshots()? {
-                let d = Digest::parse(&k).map_err(|e| ImageError::invalid("snapshots", e.to_string()))?;
+                let d = Digest::parse(&k)
+                    .map_err(|e| ImageError::invalid("snapshots", e.to_string()))?;
                 if !live_snaps.contains(&d) {
                     t.remove_snapshot(&d)?;
                     dead_snaps.push(d);
@@ -550,13 +559,16 @@ impl ImageStore {
                 problem,
             })
         };
-        let (blobs, snaps, images) = self.meta.read(|t| -> Result<_, ImageError> {
-            Ok((t.blobs()?, t.snapshots()?, t.images()?))
-        })?;
+        let (blobs, snaps, images) = self
+            .meta
+            .read(|t| -> Result<_, ImageError> { Ok((t.blobs()?, t.snapshots()?, t.images()?)) })?;
         let recorded: BTreeMap<Digest, BlobRecord> = blobs.into_iter().collect();
         for entry in self.content.list()? {
             match entry {
-                Err(name) => p(&name, "file in the blob directory is not named by a digest".into()),
+                Err(name) => p(
+                    &name,
+                    "file in the blob directory is not named by a digest".into(),
+                ),
                 Ok(d) => match self.content.verify(&d) {
                     Ok(size) => match recorded.get(&d) {
                         None => p(&d, "blob is not referenced by any record".into()),
@@ -565,9 +577,10 @@ impl ImageStore {
                         }
                         Some(_) => {}
                     },
-                    Err(ContentError::DigestMismatch { actual, .. }) => {
-                        p(&d, format!("content does not match its digest (hashes to {actual})"))
-                    }
+                    Err(ContentError::DigestMismatch { actual, .. }) => p(
+                        &d,
+                        format!("content does not match its digest (hashes to {actual})"),
+                    ),
                     Err(e) => p(&d, e.to_string()),
                 },
             }
@@ -578,19 +591,29 @@ impl ImageStore {
             }
         }
         for (chain, _) in &snaps {
-            let d = Digest::parse(chain).map_err(|e| ImageError::invalid("snapshots", e.to_string()))?;
+            let d = Digest::parse(chain)
+                .map_err(|e| ImageError::invalid("snapshots", e.to_string()))?;
             if !self.snapshots.exists(&d) {
-                p(&format!("snapshot {chain}"), "recorded snapshot directory is missing".into());
+                p(
+                    &format!("snapshot {chain}"),
+                    "recorded snapshot directory is missing".into(),
+                );
             }
         }
         let snap_keys: HashSet<&String> = snaps.iter().map(|(k, _)| k).collect();
         for img in &images {
             for l in &img.layers {
                 if !snap_keys.contains(&l.chain_id.as_str().to_string()) {
-                    p(&format!("image {}", img.id.short()), format!("snapshot {} is not recorded", l.chain_id));
+                    p(
+                        &format!("image {}", img.id.short()),
+                        format!("snapshot {} is not recorded", l.chain_id),
+                    );
                 }
                 if !recorded.contains_key(&l.digest) {
-                    p(&format!("image {}", img.id.short()), format!("layer blob {} is not recorded", l.digest));
+                    p(
+                        &format!("image {}", img.id.short()),
+                        format!("layer blob {} is not recorded", l.digest),
+                    );
                 }
             }
         }
@@ -622,11 +645,12 @@ impl ImageStore {
         let (actual_diff, unpacked, pending) = if need_snapshot {
             let pending = self.snapshots.prepare().map_err(io_at(&self.tmp))?;
             let applied = layer::apply_layer(&mut tee, pending.path()).map_err(lerr)?;
-            let diff = Digest::try_from(&applied.diff_id).map_err(|e| ImageError::invalid(layer_name, e.to_string()))?;
+            let diff = Digest::try_from(&applied.diff_id)
+                .map_err(|e| ImageError::invalid(layer_name, e.to_string()))?;
             (diff, applied.unpacked_size, Some(pending))
         } else {
-            let (_, r) = layer::decompress(BufReader::with_capacity(1 << 18, &mut tee))
-                .map_err(lerr)?;
+            let (_, r) =
+                layer::decompress(BufReader::with_capacity(1 << 18, &mut tee)).map_err(lerr)?;
             let mut h = HashingReader::new(r);
             io::copy(&mut h, &mut io::sink()).map_err(io_at(layer_name))?;
             (h.finish().0, 0, None)
@@ -672,7 +696,10 @@ impl ImageStore {
         let id = self.content.put(config)?;
         let cfg: Value =
             serde_json::from_slice(config).map_err(|e| ImageError::invalid(&id, e.to_string()))?;
-        let created = cfg.get("created").and_then(Value::as_str).map(str::to_string);
+        let created = cfg
+            .get("created")
+            .and_then(Value::as_str)
+            .map(str::to_string);
         let rec = ImageRecord {
             id: id.clone(),
             manifest: manifest_digest.clone(),
@@ -749,12 +776,13 @@ impl ImageStore {
                 .map_err(|e| ImageError::invalid(format!("--change {c:?}"), e))?;
         }
         // Store the layer uncompressed (as Docker does): its digest is its diff_id.
-        let (_, mut r) = layer::decompress(BufReader::with_capacity(1 << 18, src)).map_err(
-            |source| ImageError::Layer {
-                layer: source_name.to_string(),
-                source,
-            },
-        )?;
+        let (_, mut r) =
+            layer::decompress(BufReader::with_capacity(1 << 18, src)).map_err(|source| {
+                ImageError::Layer {
+                    layer: source_name.to_string(),
+                    source,
+                }
+            })?;
         let staged = tempfile::NamedTempFile::new_in(&self.tmp).map_err(io_at(&self.tmp))?;
         let mut w = io::BufWriter::with_capacity(1 << 18, staged.as_file());
         let mut h = HashingReader::new(&mut r);
@@ -836,19 +864,21 @@ impl Created {
     pub(crate) fn undo(&self, store: &ImageStore) {
         let live = store
             .meta
-            .read(|t| -> Result<(HashSet<Digest>, HashSet<Digest>), MetaError> {
-                let mut b = HashSet::new();
-                let mut s = HashSet::new();
-                for img in t.images()? {
-                    b.insert(img.id.clone());
-                    b.insert(img.manifest.clone());
-                    for l in img.layers {
-                        b.insert(l.digest);
-                        s.insert(l.chain_id);
+            .read(
+                |t| -> Result<(HashSet<Digest>, HashSet<Digest>), MetaError> {
+                    let mut b = HashSet::new();
+                    let mut s = HashSet::new();
+                    for img in t.images()? {
+                        b.insert(img.id.clone());
+                        b.insert(img.manifest.clone());
+                        for l in img.layers {
+                            b.insert(l.digest);
+                            s.insert(l.chain_id);
+                        }
                     }
-                }
-                Ok((b, s))
-            })
+                    Ok((b, s))
+                },
+            )
             .unwrap_or_default();
         for d in self.blobs.lock().expect("lock").iter() {
             if !live.0.contains(d) {

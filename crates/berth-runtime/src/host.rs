@@ -111,10 +111,7 @@ pub fn probe(scratch: &Path) -> HostInfo {
         overlayfs: overlayfs(scratch),
         user_namespaces: user_namespaces(),
         kvm: kvm(),
-        peers: PEERS
-            .iter()
-            .map(|p| (p.to_string(), which(p)))
-            .collect(),
+        peers: PEERS.iter().map(|p| (p.to_string(), which(p))).collect(),
     }
 }
 
@@ -198,13 +195,13 @@ pub fn overlayfs(scratch: &Path) -> Capability {
 
 /// Creates a user namespace in a child process.
 pub fn user_namespaces() -> Capability {
-    if fs::read_to_string("/proc/sys/user/max_user_namespaces")
-        .is_ok_and(|s| s.trim() == "0")
-    {
+    if fs::read_to_string("/proc/sys/user/max_user_namespaces").is_ok_and(|s| s.trim() == "0") {
         return Capability::no("user.max_user_namespaces is 0");
     }
     let mut cmd = Command::new("/bin/true");
-    cmd.stdin(Stdio::null()).stdout(Stdio::null()).stderr(Stdio::null());
+    cmd.stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null());
     // SAFETY: the closure runs in the forked child before exec and only makes
     // one async-signal-safe system call (unshare).
     unsafe {
@@ -223,7 +220,11 @@ pub fn user_namespaces() -> Capability {
 /// Opens /dev/kvm and asks its API version.
 pub fn kvm() -> Capability {
     const KVM_GET_API_VERSION: libc::c_ulong = 0xAE00;
-    let f = match fs::OpenOptions::new().read(true).write(true).open("/dev/kvm") {
+    let f = match fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open("/dev/kvm")
+    {
         Ok(f) => f,
         Err(e) => return Capability::no(format!("/dev/kvm: {e}")),
     };
@@ -260,7 +261,11 @@ mod tests {
         assert!(!info.kernel.is_empty());
         // The CI machine is hybrid with controllers on v1; any real host has some mode.
         assert_ne!(info.cgroups.mode, CgroupMode::None);
-        assert!(info.cgroups.controllers.iter().any(|c| c == "memory"), "{:?}", info.cgroups);
+        assert!(
+            info.cgroups.controllers.iter().any(|c| c == "memory"),
+            "{:?}",
+            info.cgroups
+        );
         assert!(info.overlayfs.usable, "{}", info.overlayfs.detail);
         // The probe leaves nothing behind.
         assert_eq!(fs::read_dir(dir.path()).unwrap().count(), 0);

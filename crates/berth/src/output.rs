@@ -128,7 +128,11 @@ pub fn template(t: &str, row: &Value) -> String {
             None => (false, expr),
         };
         let mut v = row;
-        for part in path.trim_start_matches('.').split('.').filter(|p| !p.is_empty()) {
+        for part in path
+            .trim_start_matches('.')
+            .split('.')
+            .filter(|p| !p.is_empty())
+        {
             v = v.get(part).unwrap_or(&Value::Null);
         }
         match (json, v) {

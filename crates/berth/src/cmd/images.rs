@@ -8,9 +8,9 @@ use std::process::ExitCode;
 
 use anyhow::{Context, bail};
 use berth_engine::Engine;
+use berth_engine::image::Removed;
 use berth_engine::image::archive::{Format as ArchiveFormat, LoadEvent};
 use berth_engine::image::reference::Reference;
-use berth_engine::image::Removed;
 use clap::{Args, Subcommand, ValueEnum};
 use serde_json::Value;
 
@@ -174,21 +174,20 @@ pub fn list(root: &Path, a: ListArgs) -> anyhow::Result<ExitCode> {
         let names: Vec<Option<Reference>> = if img.tags.is_empty() {
             vec![None]
         } else {
-            img.tags
-                .iter()
-                .map(|t| Reference::parse(t).ok())
-                .collect()
+            img.tags.iter().map(|t| Reference::parse(t).ok()).collect()
         };
         for r in names {
             if let Some(f) = &filter {
                 let Some(r) = &r else { continue };
-                if r.repository() != f.repository() || f.tag().is_some_and(|t| Some(t) != r.tag())
-                {
+                if r.repository() != f.repository() || f.tag().is_some_and(|t| Some(t) != r.tag()) {
                     continue;
                 }
             }
             let (repo, tag) = match &r {
-                Some(r) => (r.familiar_repository(), r.tag().unwrap_or("<none>").to_string()),
+                Some(r) => (
+                    r.familiar_repository(),
+                    r.tag().unwrap_or("<none>").to_string(),
+                ),
                 None => ("<none>".into(), "<none>".into()),
             };
             rows.push(output::row(&[

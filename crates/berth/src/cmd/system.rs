@@ -56,7 +56,11 @@ pub fn version(a: VersionArgs) -> anyhow::Result<ExitCode> {
         Format::Template(t) => println!("{}", output::template(&t, &v)),
         Format::Table => {
             println!("berth version {}", env!("CARGO_PKG_VERSION"));
-            println!(" OS/Arch: {}/{}", v["Os"].as_str().unwrap_or(""), v["Arch"].as_str().unwrap_or(""));
+            println!(
+                " OS/Arch: {}/{}",
+                v["Os"].as_str().unwrap_or(""),
+                v["Arch"].as_str().unwrap_or("")
+            );
         }
     }
     Ok(ExitCode::SUCCESS)
@@ -125,7 +129,11 @@ fn df(root: &Path, a: DfArgs) -> anyhow::Result<ExitCode> {
             ("Size", output::size(im.size)),
             (
                 "Reclaimable",
-                format!("{} ({}%)", output::size(im.reclaimable), pct(im.reclaimable, im.size)),
+                format!(
+                    "{} ({}%)",
+                    output::size(im.reclaimable),
+                    pct(im.reclaimable, im.size)
+                ),
             ),
         ]),
         output::row(&[
