@@ -233,6 +233,8 @@ pub fn apply_layer<R: Read>(layer: R, dest: &Path) -> Result<Applied, LayerError
         rustix::fs::Mode::empty(),
     )
     .map_err(|e| dest_error(e.into()))?;
+    let root_gid =
+        extract::inherit_gid(&rustix::fs::fstat(&root).map_err(|e| dest_error(e.into()))?);
     let worker_root = root.try_clone().map_err(dest_error)?;
 
     let (_, mut decoded) = decompress(BufReader::with_capacity(BUF_SIZE, layer))?;
@@ -252,7 +254,7 @@ pub fn apply_layer<R: Read>(layer: R, dest: &Path) -> Result<Applied, LayerError
                     },
                     pos: 0,
                 };
-                extract(stream, worker_root).map(|(counts, _)| counts)
+                extract(stream, worker_root, root_gid).map(|(counts, _)| counts)
             });
         let Ok(worker) = worker else {
             // No thread to be had: do everything here.
@@ -263,7 +265,7 @@ pub fn apply_layer<R: Read>(layer: R, dest: &Path) -> Result<Applied, LayerError
                     hasher: sha2::Sha256::new(),
                 },
             );
-            let (counts, stream) = extract(stream, root)?;
+            let (counts, stream) = extract(stream, root, root_gid)?;
             return Ok((stream.into_inner().hasher.finalize(), counts));
         };
 
@@ -360,9 +362,13 @@ impl Read for ChunkReader {
 
 /// Applies the tar stream `stream` beneath `root`, then reads the stream to its end.
 /// Returns (unpacked size, entries) and the stream.
-fn extract<S: Read>(stream: S, root: OwnedFd) -> Result<((u64, u64), S), LayerError> {
+fn extract<S: Read>(
+    stream: S,
+    root: OwnedFd,
+    root_gid: Option<u32>,
+) -> Result<((u64, u64), S), LayerError> {
     let mut archive = tar::Archive::new(stream);
-    let mut extractor = extract::Extractor::new(root);
+    let mut extractor = extract::Extractor::new(root, root_gid);
     let entries = archive
         .entries()
         .map_err(|source| extractor.stream_error(source))?;

@@ -1,6 +1,7 @@
 //! The filesystem side of applying a layer: every operation is done relative to a directory
 //! file descriptor that was opened without following symlinks, beneath the destination.
 
+use std::cell::Cell;
 use std::fs::File;
 use std::io::{self, Read, Write};
 use std::mem;
@@ -104,12 +105,16 @@ struct DirFd {
 impl DirFd {
     fn new(fd: OwnedFd) -> io::Result<DirFd> {
         let st = rustix::fs::fstat(&fd)?;
-        let inherit_gid = (st.st_mode & 0o2000 != 0).then_some(st.st_gid);
         Ok(DirFd {
             fd,
-            inherit_gid: Cell::new(inherit_gid),
+            inherit_gid: Cell::new(inherit_gid(&st)),
         })
     }
+}
+
+/// The group new entries in a directory get from the kernel, if it is setgid.
+pub(super) fn inherit_gid(st: &Stat) -> Option<u32> {
+    (st.st_mode & 0o2000 != 0).then_some(st.st_gid)
 }
 
 impl AsFd for DirFd {
@@ -185,6 +190,11 @@ fn split(path: &[u8]) -> (&[u8], &[u8]) {
         Some(i) => (&path[..i], &path[i + 1..]),
         None => (&[], path),
     }
+}
+
+/// The group a directory with this metadata passes on to new entries, if it is setgid.
+fn setgid_group(meta: &Meta) -> Option<u32> {
+    (meta.mode.as_raw_mode() & 0o2000 != 0).then_some(meta.gid.as_raw())
 }
 
 fn is_whiteout_device(st: &Stat) -> bool {
@@ -302,12 +312,16 @@ pub(super) struct Extractor {
 }
 
 impl Extractor {
-    pub(super) fn new(root: OwnedFd) -> io::Result<Self> {
-        Ok(Extractor {
+    /// `root_gid`: what [`inherit_gid`] says of `root`.
+    pub(super) fn new(root: OwnedFd, root_gid: Option<u32>) -> Self {
+        Extractor {
             root_creds: rustix::process::geteuid().is_root()
                 && rustix::process::getegid().is_root(),
             dirs: Dirs {
-                root: Rc::new(DirFd::new(root)?),
+                root: Rc::new(DirFd {
+                    fd: root,
+                    inherit_gid: Cell::new(root_gid),
+                }),
                 cached_path: Vec::new(),
                 cached: None,
             },
@@ -322,7 +336,7 @@ impl Extractor {
             dir_times: Vec::new(),
             unpacked_size: 0,
             entries: 0,
-        })
+        }
     }
 
     fn entry_name(&self) -> String {
@@ -591,13 +605,15 @@ impl Extractor {
     fn directory(&mut self, path: &[u8], meta: &Meta) -> Result<(), LayerError> {
         if path.is_empty() {
             let root = self.dirs.root.clone();
-            self.set_fd_meta(root.as_fd(), meta)?;
+            self.set_fd_meta(root.as_fd(), meta, true)?;
+            root.inherit_gid.set(setgid_group(meta));
             self.dir_times.push((Box::default(), meta.mtime));
             return Ok(());
         }
         let (parent, name) = split(path);
         let pfd = self.parent(parent)?;
         let mut opaque = false;
+        let mut chown = self.needs_chown(&pfd, meta);
         match rustix::fs::mkdirat(&pfd, name, Mode::from_raw_mode(0o700)) {
             Ok(()) => {}
             Err(Errno::EXIST) => {
@@ -610,20 +626,27 @@ impl Extractor {
                     self.remove_existing(pfd.as_fd(), name)?;
                     rustix::fs::mkdirat(&pfd, name, Mode::from_raw_mode(0o700))
                         .map_err(|e| self.fail("creating the directory", e))?;
+                } else {
+                    // An earlier entry's directory: only its metadata changes.
+                    chown = true;
                 }
             }
             Err(e) => return Err(self.fail("creating the directory", e)),
         }
         let fd = rustix::fs::openat(&pfd, name, DIR_FLAGS, Mode::empty())
             .map_err(|e| self.fail("opening the directory", e))?;
-        self.set_fd_meta(fd.as_fd(), meta)?;
+        self.set_fd_meta(fd.as_fd(), meta, chown)?;
         if opaque {
             rustix::fs::fsetxattr(&fd, OPAQUE_XATTR, b"y", XattrFlags::empty())
                 .map_err(|e| self.fail("marking the directory opaque", e))?;
         }
         self.dir_times.push((path.into(), meta.mtime));
         // Its children most likely come next.
-        self.dirs.remember(path, Rc::new(fd));
+        let dir = DirFd {
+            fd,
+            inherit_gid: Cell::new(setgid_group(meta)),
+        };
+        self.dirs.remember(path, Rc::new(dir));
         Ok(())
     }
 
@@ -648,7 +671,6 @@ impl Extractor {
             }
             Err(e) => return Err(self.fail("creating the file", e)),
         };
-        drop(pfd);
         let mut file = File::from(fd);
         let mut written = 0u64;
         loop {
@@ -671,7 +693,7 @@ impl Extractor {
                 ),
             ));
         }
-        self.set_fd_meta(file.as_fd(), meta)?;
+        self.set_fd_meta(file.as_fd(), meta, self.needs_chown(&pfd, meta))?;
         rustix::fs::futimens(&file, &both(meta.mtime))
             .map_err(|e| self.fail("setting times", e))?;
         self.unpacked_size += written;
@@ -693,7 +715,7 @@ impl Extractor {
             rustix::fs::symlinkat(&self.link_raw[..], &pfd, name)
                 .map_err(|e| self.fail("creating the symlink", e))?;
         }
-        self.finish_at(pfd.as_fd(), name, meta, false)
+        self.finish_at(&pfd, name, meta, false)
     }
 
     fn node(
@@ -714,25 +736,28 @@ impl Extractor {
             rustix::fs::mknodat(&pfd, name, kind, mode, dev)
                 .map_err(|e| self.fail("creating the special file", e))?;
         }
-        self.finish_at(pfd.as_fd(), name, meta, true)
+        self.finish_at(&pfd, name, meta, true)
     }
 
     /// Owner, (mode), xattrs and times of a symlink or special file, by name in `dir`.
     fn finish_at(
         &mut self,
-        dir: BorrowedFd<'_>,
+        parent: &DirFd,
         name: &[u8],
         meta: &Meta,
         chmod: bool,
     ) -> Result<(), LayerError> {
-        rustix::fs::chownat(
-            dir,
-            name,
-            Some(meta.uid),
-            Some(meta.gid),
-            AtFlags::SYMLINK_NOFOLLOW,
-        )
-        .map_err(|e| self.fail("chown", e))?;
+        let dir = parent.as_fd();
+        if self.needs_chown(parent, meta) {
+            rustix::fs::chownat(
+                dir,
+                name,
+                Some(meta.uid),
+                Some(meta.gid),
+                AtFlags::SYMLINK_NOFOLLOW,
+            )
+            .map_err(|e| self.fail("chown", e))?;
+        }
         if chmod {
             // There is no fchmodat(AT_SYMLINK_NOFOLLOW) before Linux 6.6 and no fchmod on an
             // O_PATH descriptor, and opening a device or fifo for real has side effects:
