@@ -258,15 +258,7 @@ pub fn apply_layer<R: Read>(layer: R, dest: &Path) -> Result<Applied, LayerError
             });
         let Ok(worker) = worker else {
             // No thread to be had: do everything here.
-            let stream = BufReader::with_capacity(
-                BUF_SIZE,
-                HashingReader {
-                    inner: decoded,
-                    hasher: sha2::Sha256::new(),
-                },
-            );
-            let (counts, stream) = extract(stream, root, root_gid)?;
-            return Ok((stream.into_inner().hasher.finalize(), counts));
+            return apply_serially(decoded, root, root_gid);
         };
 
         let mut hasher = sha2::Sha256::new();
@@ -292,7 +284,7 @@ pub fn apply_layer<R: Read>(layer: R, dest: &Path) -> Result<Applied, LayerError
             Ok(result) => result?,
             Err(panic) => std::panic::resume_unwind(panic),
         };
-        Ok((hasher.finalize(), counts))
+        Ok((hasher.finalize().into(), counts))
     })?;
 
     let diff_id = format!("sha256:{}", hex::encode(hash))
@@ -303,6 +295,25 @@ pub fn apply_layer<R: Read>(layer: R, dest: &Path) -> Result<Applied, LayerError
         unpacked_size,
         entries,
     })
+}
+
+type Sha256Output = [u8; 32];
+
+/// [`apply_layer`]'s work in the calling thread alone.
+fn apply_serially(
+    decoded: Box<dyn Read + '_>,
+    root: OwnedFd,
+    root_gid: Option<u32>,
+) -> Result<(Sha256Output, (u64, u64)), LayerError> {
+    let stream = BufReader::with_capacity(
+        BUF_SIZE,
+        HashingReader {
+            inner: decoded,
+            hasher: sha2::Sha256::new(),
+        },
+    );
+    let (counts, stream) = extract(stream, root, root_gid)?;
+    Ok((stream.into_inner().hasher.finalize().into(), counts))
 }
 
 /// How many decompressed chunks may wait for the writer.

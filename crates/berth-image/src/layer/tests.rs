@@ -881,3 +881,113 @@ fn overlay_mount_honours_whiteouts_and_opaque_dirs() {
     assert!(!merged.join("top").exists());
     assert!(!merged.join("b/old").exists());
 }
+
+#[test]
+fn serial_fallback_matches_the_pipeline() {
+    let tar = sample_layer();
+    let layer = zstd(&tar);
+    let piped = Dest::new();
+    let want = piped.apply(&layer).unwrap();
+
+    let serial = Dest::new();
+    let root = rustix::fs::open(
+        &serial.snap(),
+        rustix::fs::OFlags::RDONLY | rustix::fs::OFlags::DIRECTORY | rustix::fs::OFlags::CLOEXEC,
+        rustix::fs::Mode::empty(),
+    )
+    .unwrap();
+    let (compression, decoded) = decompress(&layer[..]).unwrap();
+    assert_eq!(compression, Compression::Zstd);
+    let (hash, (unpacked_size, entries)) = apply_serially(decoded, root, None).unwrap();
+    assert_eq!(format!("sha256:{}", hex::encode(hash)), sha256_digest(&tar));
+    assert_eq!((unpacked_size, entries), (want.unpacked_size, want.entries));
+    assert_eq!(
+        fs::read(serial.path("usr/big")).unwrap(),
+        fs::read(piped.path("usr/big")).unwrap()
+    );
+    assert!(lmeta(&serial.path("etc/gone")).file_type().is_char_device());
+}
+
+#[test]
+fn refusal_mid_stream_stops_without_hanging() {
+    let mut t = Tar::new();
+    t.file("ok", b"ok");
+    t.file("../evil", b"evil");
+    // Far more than the pipeline holds, so the reader must notice the writer gave up.
+    t.file("big", &noise(16 << 20, 9));
+    let (dest, _) = expect_refused(&gzip(&t.finish()), "../evil");
+    assert!(dest.outside().is_empty());
+    assert!(fs::symlink_metadata(dest.path("big")).is_err());
+}
+
+#[test]
+fn root_owned_entries_in_setgid_directories_keep_their_group() {
+    let mut t = Tar::new();
+    t.dir(
+        "shared/",
+        &Opts {
+            mode: 0o2775,
+            uid: 0,
+            gid: 100,
+            mtime: 1,
+        },
+    );
+    t.file("shared/root-file", b"x"); // 0:0 wanted, the kernel would give 0:100
+    t.dir("shared/root-dir/", &DEFAULT);
+    t.symlink("shared/root-link", "x");
+    t.file_with(
+        "shared/staff-file",
+        b"x",
+        &Opts {
+            gid: 100,
+            ..DEFAULT
+        },
+    );
+    t.file("plain/root-file", b"x");
+    let dest = Dest::new();
+    dest.apply(&t.finish()).unwrap();
+    for p in [
+        "shared/root-file",
+        "shared/root-dir",
+        "shared/root-link",
+        "plain/root-file",
+    ] {
+        let m = lmeta(&dest.path(p));
+        assert_eq!((m.uid(), m.gid()), (0, 0), "{p}");
+    }
+    // A new directory in a setgid one inherits the bit unless the entry says otherwise.
+    assert_eq!(lmeta(&dest.path("shared/root-dir")).mode() & 0o7777, 0o644);
+    assert_eq!(lmeta(&dest.path("shared/staff-file")).gid(), 100);
+}
+
+#[test]
+fn replaced_directory_is_not_written_into() {
+    let mut t = Tar::new();
+    t.dir("d/", &DEFAULT);
+    t.file("d/old", b"old");
+    t.file("d", b"file"); // removes d/ and its contents
+    t.dir("d/", &DEFAULT); // and a directory again
+    t.file("d/new", b"new");
+    let dest = Dest::new();
+    dest.apply(&t.finish()).unwrap();
+    let mut names: Vec<_> = fs::read_dir(dest.path("d"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect();
+    names.sort();
+    assert_eq!(names, ["new"]);
+
+    // A file where a later entry wants a directory is an error, not a silent rewrite.
+    let mut t = Tar::new();
+    t.file("f", b"file");
+    t.file("f/x", b"x");
+    expect_refused(&t.finish(), "f/x");
+}
+
+#[test]
+fn unknown_entry_types_are_refused() {
+    let mut t = Tar::new();
+    t.raw(EntryType::new(b'Z'), b"weird", b"", b"", &DEFAULT);
+    let (_, err) = expect_refused(&t.finish(), "weird");
+    assert!(matches!(err, LayerError::Unsupported { kind: 'Z', .. }), "{err:?}");
+}

@@ -1,0 +1,20 @@
+#!/usr/bin/env bash
+# Installs berth on a fresh Debian 12 machine (as root) and runs the main job.
+#
+#   1. the Debian packages berth and its tests need (scripts/deps.sh)
+#   2. the release binary, installed as /usr/local/bin/berth
+#   3. the fixture images (scripts/fixtures.sh, cached under ~/.cache/berth)
+#   4. the main job: load the fixture images into the default store
+#      (/var/lib/berth, or $BERTH_ROOT) and show them and the host's report.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+bash scripts/deps.sh
+cargo build --release --locked -p berth
+install -m 0755 target/release/berth /usr/local/bin/berth
+fixtures=$(bash scripts/fixtures.sh | tail -n 1)
+
+berth load -i "$fixtures/busybox.oci.tar"
+berth load -i "$fixtures/debian.oci.tar"
+berth images
+berth info
