@@ -232,14 +232,18 @@ fn parse_json<T: serde::de::DeserializeOwned>(bytes: &[u8], what: &str) -> Resul
         .map_err(|e| ImageError::invalid(what, format!("malformed JSON: {e}")))
 }
 
+/// A layer to read: archive entry, media type, expected digest and size when known.
+type PlannedLayer = (String, String, Option<(Digest, u64)>);
+/// What ingesting one distinct layer gave: blob digest, blob size, unpacked bytes.
+type LayerResult = Result<(Digest, u64, u64), ImageError>;
+
 /// One image found in an archive, before its layers are ingested.
 struct Plan {
     manifest: Vec<u8>,
     manifest_media_type: String,
     config: Vec<u8>,
     config_media_type: String,
-    /// (archive entry, media type, expected digest and size when known)
-    layers: Vec<(String, String, Option<(Digest, u64)>)>,
+    layers: Vec<PlannedLayer>,
     diff_ids: Vec<Digest>,
     tags: Vec<Reference>,
     /// docker-archive images get a manifest synthesised after the layers are read.
@@ -538,8 +542,7 @@ impl ImageStore {
                 }
             }
         }
-        let results: Mutex<HashMap<(String, Digest), Result<(Digest, u64, u64), ImageError>>> =
-            Mutex::new(HashMap::new());
+        let results: Mutex<HashMap<(String, Digest), LayerResult>> = Mutex::new(HashMap::new());
         let next = std::sync::atomic::AtomicUsize::new(0);
         let workers = std::thread::available_parallelism()
             .map(|n| n.get())
@@ -776,13 +779,13 @@ impl ImageStore {
                 let mut repos: BTreeMap<String, BTreeMap<String, String>> = BTreeMap::new();
                 for (img, _) in &images {
                     for t in self.tags_of(&img.id)? {
-                        if let Ok(r) = Reference::parse(&t) {
-                            if let (Some(tag), Some(top)) = (r.tag(), img.layers.last()) {
-                                repos
-                                    .entry(r.familiar_repository())
-                                    .or_default()
-                                    .insert(tag.to_string(), top.chain_id.hex().to_string());
-                            }
+                        if let Ok(r) = Reference::parse(&t)
+                            && let (Some(tag), Some(top)) = (r.tag(), img.layers.last())
+                        {
+                            repos
+                                .entry(r.familiar_repository())
+                                .or_default()
+                                .insert(tag.to_string(), top.chain_id.hex().to_string());
                         }
                     }
                 }

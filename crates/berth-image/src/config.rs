@@ -123,10 +123,10 @@ pub fn command_form(rest: &str) -> Vec<String> {
     if rest.is_empty() {
         return vec![];
     }
-    if rest.starts_with('[') {
-        if let Ok(v) = serde_json::from_str::<Vec<String>>(rest) {
-            return v;
-        }
+    if rest.starts_with('[')
+        && let Ok(v) = serde_json::from_str::<Vec<String>>(rest)
+    {
+        return v;
     }
     vec!["/bin/sh".into(), "-c".into(), rest.into()]
 }

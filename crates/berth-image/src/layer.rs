@@ -82,7 +82,7 @@ pub struct Applied {
 #[derive(thiserror::Error, Debug)]
 pub enum LayerError {
     /// The destination directory could not be opened.
-    #[error("cannot open layer destination {}", path.display())]
+    #[error("cannot open layer destination {}: {source}", path.display())]
     Destination {
         /// The destination given to [`apply_layer`].
         path: PathBuf,
@@ -91,7 +91,7 @@ pub enum LayerError {
         source: io::Error,
     },
     /// Reading or decompressing the layer stream, or parsing a tar header, failed.
-    #[error("reading layer stream failed {}", After(after.as_deref()))]
+    #[error("reading layer stream failed {}: {source}", After(after.as_deref()))]
     Stream {
         /// The last entry read successfully before the failure, if any.
         after: Option<String>,
@@ -134,7 +134,7 @@ pub enum LayerError {
         kind: char,
     },
     /// A filesystem operation failed while applying an entry.
-    #[error("tar entry `{entry}`: {op} failed")]
+    #[error("tar entry `{entry}`: {op} failed: {source}")]
     Apply {
         /// The entry at fault.
         entry: String,

@@ -71,19 +71,19 @@ impl Reference {
             Some(i) if !rest[i..].contains('/') => (&rest[..i], Some(&rest[i + 1..])),
             _ => (rest, None),
         };
-        if let Some(t) = tag {
-            if !valid_tag(t) {
-                return Err(err("invalid tag"));
-            }
+        if let Some(t) = tag
+            && !valid_tag(t)
+        {
+            return Err(err("invalid tag"));
         }
         if name.is_empty() {
             return Err(err("empty repository name"));
         }
         let (domain, path) = split_domain(name);
-        if let Some(d) = domain {
-            if !valid_domain(d) {
-                return Err(err("invalid registry host"));
-            }
+        if let Some(d) = domain
+            && !valid_domain(d)
+        {
+            return Err(err("invalid registry host"));
         }
         if path.bytes().any(|b| b.is_ascii_uppercase()) {
             return Err(err("repository name must be lowercase"));
@@ -230,10 +230,10 @@ fn valid_domain(d: &str) -> bool {
         Some((h, p)) => (h, Some(p)),
         None => (d, None),
     };
-    if let Some(p) = port {
-        if p.is_empty() || !p.bytes().all(|b| b.is_ascii_digit()) {
-            return false;
-        }
+    if let Some(p) = port
+        && (p.is_empty() || !p.bytes().all(|b| b.is_ascii_digit()))
+    {
+        return false;
     }
     !host.is_empty()
         && host.split('.').all(|label| {

@@ -214,10 +214,10 @@ impl ImageStore {
                             return Ok(img);
                         }
                     }
-                } else if let Some(id) = t.tag(&r.to_string())? {
-                    if let Some(img) = t.image(&id)? {
-                        return Ok(img);
-                    }
+                } else if let Some(id) = t.tag(&r.to_string())?
+                    && let Some(img) = t.image(&id)?
+                {
+                    return Ok(img);
                 }
             } else if !looks_like_id {
                 // Report the reference error for things that are not IDs either.
@@ -668,14 +668,13 @@ impl ImageStore {
         if new {
             created.blobs.lock().expect("lock").push(digest.clone());
         }
-        if let Some(p) = pending {
-            if self
+        if let Some(p) = pending
+            && self
                 .snapshots
                 .commit(p, chain)
                 .map_err(io_at(self.snapshots.path(chain)))?
-            {
-                created.snapshots.lock().expect("lock").push(chain.clone());
-            }
+        {
+            created.snapshots.lock().expect("lock").push(chain.clone());
         }
         Ok((digest, size, unpacked))
     }
@@ -794,7 +793,7 @@ impl ImageStore {
         let config_json = config::image_config_json(
             &cfg,
             &created_at,
-            &[diff_id.clone()],
+            std::slice::from_ref(&diff_id),
             &[json!({
                 "created": created_at,
                 "created_by": "berth import",

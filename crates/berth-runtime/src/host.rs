@@ -115,6 +115,8 @@ pub fn probe(scratch: &Path) -> HostInfo {
     }
 }
 
+// f_type's integer type differs between architectures, so the cast is not always a no-op.
+#[allow(clippy::unnecessary_cast)]
 fn is_cgroup2(p: &str) -> bool {
     rustix::fs::statfs(p).is_ok_and(|s| s.f_type as i64 == CGROUP2_SUPER_MAGIC)
 }

@@ -52,7 +52,9 @@ fn corrupt_archive() {
     let s = store();
     let dir = common::scratch();
     let p = dir.path().join("garbage.tar");
-    let junk: Vec<u8> = (0..10_000u32).map(|i| (i.wrapping_mul(2654435761) >> 13) as u8).collect();
+    let junk: Vec<u8> = (0..10_000u32)
+        .map(|i| (i.wrapping_mul(2654435761) >> 13) as u8)
+        .collect();
     fs::write(&p, junk).unwrap();
     load_fails(&s, &p, &["garbage.tar"]);
     let empty = dir.path().join("empty.tar");
@@ -79,7 +81,10 @@ fn blob_not_matching_its_digest() {
     l.write(&p);
     load_fails(&s, &p, &[&hex[..12]]);
     // A corrupt config (a small JSON blob) is named by its digest too.
-    let mut l = layout(&[Synthetic::new("localhost/bad:2", vec![layer(&[Entry::File("c", b"c")])])]);
+    let mut l = layout(&[Synthetic::new(
+        "localhost/bad:2",
+        vec![layer(&[Entry::File("c", b"c")])],
+    )]);
     let cfg = l.configs[0].hex().to_string();
     let entry = l.blobs.iter_mut().find(|(h, _)| *h == cfg).unwrap();
     entry.1[2] ^= 1;
@@ -93,7 +98,9 @@ fn layer_whose_content_is_not_its_diff_id() {
     let s = store();
     let dir = common::scratch();
     let mut img = Synthetic::new("localhost/diff:1", vec![layer(&[Entry::File("a", b"a")])]);
-    img.diff_ids = Some(vec![berth_engine::image::Digest::of(b"something else").to_string()]);
+    img.diff_ids = Some(vec![
+        berth_engine::image::Digest::of(b"something else").to_string(),
+    ]);
     let (p, _) = oci_archive(dir.path(), "diffid.tar", &[img]);
     load_fails(&s, &p, &["expects"]);
 }
@@ -102,7 +109,10 @@ fn layer_whose_content_is_not_its_diff_id() {
 fn manifest_referencing_a_missing_blob() {
     let s = store();
     let dir = common::scratch();
-    let mut l = layout(&[Synthetic::new("localhost/missing:1", vec![layer(&[Entry::File("a", b"a")])])]);
+    let mut l = layout(&[Synthetic::new(
+        "localhost/missing:1",
+        vec![layer(&[Entry::File("a", b"a")])],
+    )]);
     let (hex, _) = l.blobs.remove(0);
     let p = dir.path().join("missing.tar");
     l.write(&p);
@@ -116,14 +126,21 @@ fn unknown_media_type() {
     let mut img = Synthetic::new("localhost/mt:1", vec![layer(&[Entry::File("a", b"a")])]);
     img.layer_media_type = "application/vnd.example.mystery".into();
     let (p, _) = oci_archive(dir.path(), "mt.tar", &[img]);
-    load_fails(&s, &p, &["unsupported media type", "application/vnd.example.mystery"]);
+    load_fails(
+        &s,
+        &p,
+        &["unsupported media type", "application/vnd.example.mystery"],
+    );
 }
 
 #[test]
 fn malformed_manifest_json() {
     let s = store();
     let dir = common::scratch();
-    let mut l = layout(&[Synthetic::new("localhost/json:1", vec![layer(&[Entry::File("a", b"a")])])]);
+    let mut l = layout(&[Synthetic::new(
+        "localhost/json:1",
+        vec![layer(&[Entry::File("a", b"a")])],
+    )]);
     let bad = b"{ not json".to_vec();
     let d = berth_engine::image::Digest::of(&bad);
     l.blobs.push((d.hex().to_string(), bad.clone()));
@@ -149,9 +166,20 @@ fn escape(entries: &[Entry], culprit: &str, file: &str) {
 
 #[test]
 fn layer_with_path_traversal() {
-    escape(&[Entry::File("../../../../../../var/tmp/berth-evil-dotdot", b"x")], "berth-evil-dotdot", "dotdot.tar");
+    escape(
+        &[Entry::File(
+            "../../../../../../var/tmp/berth-evil-dotdot",
+            b"x",
+        )],
+        "berth-evil-dotdot",
+        "dotdot.tar",
+    );
     assert!(!Path::new("/var/tmp/berth-evil-dotdot").exists());
-    escape(&[Entry::File("/var/tmp/berth-evil-abs", b"x")], "berth-evil-abs", "abs.tar");
+    escape(
+        &[Entry::File("/var/tmp/berth-evil-abs", b"x")],
+        "berth-evil-abs",
+        "abs.tar",
+    );
     assert!(!Path::new("/var/tmp/berth-evil-abs").exists());
 }
 
@@ -160,33 +188,58 @@ fn layer_with_symlink_escape() {
     let outside = common::scratch();
     let target = outside.path().display().to_string();
     escape(
-        &[Entry::Symlink("link", &target), Entry::File("link/owned", b"x")],
+        &[
+            Entry::Symlink("link", &target),
+            Entry::File("link/owned", b"x"),
+        ],
         "link/owned",
         "symlink.tar",
     );
-    assert_eq!(fs::read_dir(outside.path()).unwrap().count(), 0, "wrote through the symlink");
+    assert_eq!(
+        fs::read_dir(outside.path()).unwrap().count(),
+        0,
+        "wrote through the symlink"
+    );
 }
 
 #[test]
 fn layer_with_hardlink_escape() {
-    escape(&[Entry::Hardlink("passwd", "../../../../../../etc/passwd")], "passwd", "hardlink.tar");
-    escape(&[Entry::Hardlink("shadow", "/etc/shadow")], "shadow", "hardlink-abs.tar");
+    escape(
+        &[Entry::Hardlink("passwd", "../../../../../../etc/passwd")],
+        "passwd",
+        "hardlink.tar",
+    );
+    escape(
+        &[Entry::Hardlink("shadow", "/etc/shadow")],
+        "shadow",
+        "hardlink-abs.tar",
+    );
     // A hard link to a name this layer does not contain.
-    escape(&[Entry::Hardlink("ghost", "not-here")], "ghost", "hardlink-missing.tar");
+    escape(
+        &[Entry::Hardlink("ghost", "not-here")],
+        "ghost",
+        "hardlink-missing.tar",
+    );
 }
 
 #[test]
 fn second_image_failing_undoes_the_first() {
     let s = store();
     let dir = common::scratch();
-    let ok = Synthetic::new("localhost/ok:1", vec![layer(&[Entry::File("fine", b"fine")])]);
+    let ok = Synthetic::new(
+        "localhost/ok:1",
+        vec![layer(&[Entry::File("fine", b"fine")])],
+    );
     let mut bad = Synthetic::new("localhost/bad:1", vec![layer(&[Entry::File("x", b"x")])]);
     bad.layer_media_type = "application/vnd.example.mystery".into();
     let (p, _) = oci_archive(dir.path(), "mixed.tar", &[ok, bad]);
     load_fails(&s, &p, &["application/vnd.example.mystery"]);
     let mut bad = Synthetic::new("localhost/bad:2", vec![layer(&[Entry::File("../x", b"x")])]);
     bad.layer_media_type = "application/vnd.oci.image.layer.v1.tar+gzip".into();
-    let ok = Synthetic::new("localhost/ok:2", vec![layer(&[Entry::File("fine2", b"fine")])]);
+    let ok = Synthetic::new(
+        "localhost/ok:2",
+        vec![layer(&[Entry::File("fine2", b"fine")])],
+    );
     let (p, _) = oci_archive(dir.path(), "mixed2.tar", &[ok, bad]);
     load_fails(&s, &p, &["../x"]);
 }

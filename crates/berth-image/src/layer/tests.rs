@@ -766,6 +766,16 @@ fn refuses_paths_through_symlinks() {
     t.file("alias/x", b"x");
     expect_refused(&t.finish(), "alias/x");
 
+    // A directory already in use, replaced by a symlink: the cached descriptor of the old
+    // directory must not be used, and the new path must be refused.
+    let mut t = Tar::new();
+    t.dir("a/", &DEFAULT);
+    t.file("a/f", b"f");
+    t.symlink("a", elsewhere.path().to_str().unwrap());
+    t.file("a/x", b"evil");
+    expect_refused(&t.finish(), "a/x");
+    assert!(fs::read_dir(elsewhere.path()).unwrap().next().is_none());
+
     // Whiteouts and opaque markers too.
     let mut t = Tar::new();
     t.symlink("link", elsewhere.path().to_str().unwrap());
@@ -891,7 +901,7 @@ fn serial_fallback_matches_the_pipeline() {
 
     let serial = Dest::new();
     let root = rustix::fs::open(
-        &serial.snap(),
+        serial.snap(),
         rustix::fs::OFlags::RDONLY | rustix::fs::OFlags::DIRECTORY | rustix::fs::OFlags::CLOEXEC,
         rustix::fs::Mode::empty(),
     )
@@ -989,5 +999,8 @@ fn unknown_entry_types_are_refused() {
     let mut t = Tar::new();
     t.raw(EntryType::new(b'Z'), b"weird", b"", b"", &DEFAULT);
     let (_, err) = expect_refused(&t.finish(), "weird");
-    assert!(matches!(err, LayerError::Unsupported { kind: 'Z', .. }), "{err:?}");
+    assert!(
+        matches!(err, LayerError::Unsupported { kind: 'Z', .. }),
+        "{err:?}"
+    );
 }

@@ -119,7 +119,7 @@ pub fn system(root: &Path, c: SystemCommand) -> anyhow::Result<ExitCode> {
 fn df(root: &Path, a: DfArgs) -> anyhow::Result<ExitCode> {
     let e = Engine::open(root)?;
     let u = e.disk_usage()?;
-    let pct = |r: u64, s: u64| if s == 0 { 0 } else { r * 100 / s };
+    let pct = |r: u64, s: u64| (r * 100).checked_div(s).unwrap_or(0);
     let im = &u.images;
     let rows = vec![
         output::row(&[
