@@ -45,6 +45,13 @@ pub enum LoadEvent {
         /// Bytes to read.
         size: u64,
     },
+    /// Bytes of a layer read so far (sent about every MiB).
+    LayerProgress {
+        /// Layer name.
+        layer: String,
+        /// Bytes read.
+        done: u64,
+    },
     /// A layer is stored and unpacked (or was already).
     LayerDone {
         /// Layer name.
@@ -579,6 +586,17 @@ impl ImageStore {
                             Ok((d, s, 0))
                         } else {
                             index.reader(&job.entry).and_then(|rd| {
+                                let rd = Counting {
+                                    inner: rd,
+                                    done: 0,
+                                    reported: 0,
+                                    report: &|done| {
+                                        events(LoadEvent::LayerProgress {
+                                            layer: shown.clone(),
+                                            done,
+                                        })
+                                    },
+                                };
                                 self.ingest_layer(
                                     rd,
                                     &shown,
@@ -833,6 +851,26 @@ impl ImageStore {
             })).collect::<Vec<_>>(),
         });
         Ok(serde_json::to_vec(&m).expect("json"))
+    }
+}
+
+/// Reports how many bytes went through, about every MiB.
+struct Counting<'a, R> {
+    inner: R,
+    done: u64,
+    reported: u64,
+    report: &'a dyn Fn(u64),
+}
+
+impl<R: Read> Read for Counting<'_, R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        self.done += n as u64;
+        if self.done - self.reported >= 1 << 20 || (n == 0 && self.done > self.reported) {
+            self.reported = self.done;
+            (self.report)(self.done);
+        }
+        Ok(n)
     }
 }
 

@@ -4,6 +4,7 @@
 
 mod cmd;
 mod output;
+mod progress;
 
 use std::path::PathBuf;
 use std::process::ExitCode;

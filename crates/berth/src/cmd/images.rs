@@ -9,7 +9,7 @@ use std::process::ExitCode;
 use anyhow::{Context, bail};
 use berth_engine::Engine;
 use berth_engine::image::Removed;
-use berth_engine::image::archive::{Format as ArchiveFormat, LoadEvent};
+use berth_engine::image::archive::Format as ArchiveFormat;
 use berth_engine::image::reference::Reference;
 use clap::{Args, Subcommand, ValueEnum};
 use serde_json::Value;
@@ -300,26 +300,10 @@ pub fn load(root: &Path, a: LoadArgs) -> anyhow::Result<ExitCode> {
             spooled.path().to_path_buf()
         }
     };
-    let quiet = a.quiet;
-    let tty = io::stderr().is_terminal();
-    let progress = move |ev: LoadEvent| {
-        if quiet {
-            return;
-        }
-        match ev {
-            LoadEvent::LayerStart { layer, size } if tty => {
-                eprintln!("Loading layer {} {}", short(&layer), output::size(size))
-            }
-            LoadEvent::LayerDone { layer, cached } => {
-                let what = if cached { "Already exists" } else { "Loaded" };
-                eprintln!("{}: {what}", short(&layer));
-            }
-            _ => {}
-        }
-    };
+    let progress = crate::progress::Layers::new(a.quiet);
     let loaded = e
         .images()
-        .load(&path, &progress)
+        .load(&path, &|ev| progress.event(ev))
         .with_context(|| format!("loading {}", shown(&a.input)))?;
     for l in loaded {
         if l.tags.is_empty() {
@@ -336,11 +320,6 @@ fn shown(p: &Option<PathBuf>) -> String {
     p.as_ref()
         .map(|p| p.display().to_string())
         .unwrap_or_else(|| "stdin".into())
-}
-
-fn short(layer: &str) -> &str {
-    let l = layer.strip_prefix("sha256:").unwrap_or(layer);
-    &l[..l.len().min(12)]
 }
 
 pub fn save(root: &Path, a: SaveArgs) -> anyhow::Result<ExitCode> {
