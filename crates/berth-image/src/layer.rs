@@ -25,7 +25,7 @@ use std::path::{Path, PathBuf};
 use std::sync::mpsc;
 use std::thread;
 
-use oci_spec::image::Digest;
+use crate::digest::Digest;
 use sha2::Digest as _;
 
 /// Capacity of the buffers wrapped around the compressed and decompressed streams.
@@ -287,9 +287,7 @@ pub fn apply_layer<R: Read>(layer: R, dest: &Path) -> Result<Applied, LayerError
         Ok((hasher.finalize().into(), counts))
     })?;
 
-    let diff_id = format!("sha256:{}", hex::encode(hash))
-        .parse::<Digest>()
-        .expect("a sha256 hex digest is a valid OCI digest");
+    let diff_id = Digest::from_hex(&hex::encode(hash)).expect("sha256 output is 64 hex digits");
     Ok(Applied {
         diff_id,
         unpacked_size,

@@ -645,9 +645,7 @@ impl ImageStore {
         let (actual_diff, unpacked, pending) = if need_snapshot {
             let pending = self.snapshots.prepare().map_err(io_at(&self.tmp))?;
             let applied = layer::apply_layer(&mut tee, pending.path()).map_err(lerr)?;
-            let diff = Digest::try_from(&applied.diff_id)
-                .map_err(|e| ImageError::invalid(layer_name, e.to_string()))?;
-            (diff, applied.unpacked_size, Some(pending))
+            (applied.diff_id, applied.unpacked_size, Some(pending))
         } else {
             let (_, r) =
                 layer::decompress(BufReader::with_capacity(1 << 18, &mut tee)).map_err(lerr)?;
