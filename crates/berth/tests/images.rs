@@ -378,3 +378,84 @@ fn system_check_finds_corruption() {
     let err = s.fails(&["image", "inspect", "busybox"]);
     assert!(err.contains(&config), "{err}");
 }
+
+/// Unmounts on drop so a failing assertion leaves no mount behind.
+struct Mounted(std::path::PathBuf);
+
+impl Drop for Mounted {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("umount").arg(&self.0).status();
+    }
+}
+
+#[test]
+fn layers_stack_as_overlay_lower_dirs() {
+    let s = Store::new();
+    let dir = common::scratch();
+    let base = layer(&[
+        Entry::Dir("etc"),
+        Entry::File("etc/gone", b"old"),
+        Entry::Dir("data"),
+        Entry::File("data/old1", b"1"),
+        Entry::File("data/old2", b"2"),
+        Entry::File("keep", b"keep"),
+        Entry::Hardlink("keep-link", "keep"),
+    ]);
+    let top = layer(&[
+        Entry::File("etc/.wh.gone", b""),
+        Entry::Dir("data"),
+        Entry::File("data/.wh..wh..opq", b""),
+        Entry::File("data/new", b"new"),
+        Entry::File("keep", b"changed"),
+    ]);
+    let (p, _) = oci_archive(
+        dir.path(),
+        "stack.tar",
+        &[Synthetic::new("localhost/stack:1", vec![base, top])],
+    );
+    s.ok(&["load", "-i", p.to_str().unwrap()]);
+    let i = inspect(&s, "localhost/stack:1");
+    let lower = i["GraphDriver"]["Data"]["LowerDir"].as_str().unwrap();
+    assert_eq!(lower.split(':').count(), 2);
+    let (upper, work, merged) = (
+        dir.path().join("u"),
+        dir.path().join("w"),
+        dir.path().join("m"),
+    );
+    for d in [&upper, &work, &merged] {
+        fs::create_dir(d).unwrap();
+    }
+    let opts = format!(
+        "lowerdir={lower},upperdir={},workdir={}",
+        upper.display(),
+        work.display()
+    );
+    let st = std::process::Command::new("mount")
+        .args(["-t", "overlay", "overlay", "-o", &opts])
+        .arg(&merged)
+        .status()
+        .unwrap();
+    assert!(st.success());
+    let _guard = Mounted(merged.clone());
+    assert!(
+        !merged.join("etc/gone").exists(),
+        "whiteout hides the lower file"
+    );
+    assert!(merged.join("etc").is_dir());
+    let mut data: Vec<String> = fs::read_dir(merged.join("data"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    data.sort();
+    assert_eq!(data, vec!["new"], "opaque dir hides lower content");
+    assert_eq!(
+        fs::read(merged.join("keep")).unwrap(),
+        b"changed",
+        "top layer wins"
+    );
+    assert_eq!(
+        fs::read(merged.join("keep-link")).unwrap(),
+        b"keep",
+        "hard link kept its inode"
+    );
+}
