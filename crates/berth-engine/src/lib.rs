@@ -4,6 +4,9 @@
 //! land) under one root directory and answers questions that span them, such as
 //! "which containers use this image" before an image is removed.
 
+pub mod run;
+pub mod spec;
+
 use std::path::{Path, PathBuf};
 
 pub use berth_image as image;

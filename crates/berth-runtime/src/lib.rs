@@ -1,4 +1,8 @@
-//! berth-runtime: everything below the OCI bundle line. For now, the host
-//! probe the engine reports and the runtimes will choose by.
+//! berth-runtime: everything below the OCI bundle line — the host probe the
+//! engine reports and chooses by, cgroups, seccomp, and (next) the Linux
+//! container runtime itself.
 
+pub mod cgroups;
 pub mod host;
+pub mod linux;
+pub mod seccomp;

@@ -1,2 +1,3 @@
 pub mod images;
+pub mod run;
 pub mod system;

@@ -1,0 +1,1 @@
+//! seccomp: Docker's default profile and OCI seccomp compiled to BPF (being written).
