@@ -94,7 +94,8 @@ pub fn docker_set(
     privileged: bool,
 ) -> Result<Vec<String>, String> {
     let mut set: BTreeSet<String> = if privileged {
-        ALL.iter().map(|s| s.to_string()).collect()
+        // Everything this host can give (its bounding set may lack some).
+        host_bounding().into_iter().collect()
     } else {
         DOCKER_DEFAULT.iter().map(|s| s.to_string()).collect()
     };
@@ -151,9 +152,32 @@ pub fn apply_bounding(c: &LinuxCapabilities) -> std::io::Result<()> {
     Ok(())
 }
 
+/// Capabilities in this process's bounding set: all a container can get here.
+pub fn host_bounding() -> Vec<String> {
+    (0..=last_cap())
+        .filter(|n| {
+            // SAFETY: PR_CAPBSET_READ takes an integer and reads nothing else.
+            unsafe { libc::prctl(libc::PR_CAPBSET_READ, *n as libc::c_ulong, 0, 0, 0) == 1 }
+        })
+        .filter_map(|n| ALL.get(n as usize).map(|s| s.to_string()))
+        .collect()
+}
+
 /// Sets effective, permitted and inheritable sets, then the ambient set.
 pub fn apply_sets(c: &LinuxCapabilities) -> std::io::Result<()> {
-    use rustix::thread::{CapabilitySet, CapabilitySets, set_capabilities};
+    use rustix::thread::{CapabilitySet, CapabilitySets, capabilities, set_capabilities};
+    let have = capabilities(None)?.permitted.bits();
+    let missing = mask(c.permitted()) & !have;
+    if missing != 0 {
+        let names: Vec<&str> = (0..64)
+            .filter(|n| missing & (1u64 << n) != 0)
+            .filter_map(|n| ALL.get(n).copied())
+            .collect();
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::PermissionDenied,
+            format!("not available on this host: {}", names.join(", ")),
+        ));
+    }
     set_capabilities(
         None,
         CapabilitySets {
@@ -197,7 +221,7 @@ mod tests {
         assert!(!s.contains(&"CAP_CHOWN".to_string()));
         assert_eq!(s.len(), DOCKER_DEFAULT.len());
         assert!(docker_set(&[], &["ALL".into()], false).unwrap().is_empty());
-        assert_eq!(docker_set(&[], &[], true).unwrap().len(), ALL.len());
+        assert_eq!(docker_set(&[], &[], true).unwrap(), host_bounding());
         assert!(docker_set(&["CAP_BOGUS".into()], &[], false).is_err());
     }
 }

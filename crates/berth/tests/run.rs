@@ -1,0 +1,195 @@
+//! `berth run` in the foreground: isolation for real, Docker's merge rules and
+//! exit codes, and nothing left behind.
+
+mod common;
+
+use common::{Store, fixture};
+
+fn busybox() -> Store {
+    let s = Store::new();
+    s.ok(&["load", "-q", "-i", &fixture("busybox.oci.tar")]);
+    s
+}
+
+fn sh(s: &Store, script: &str) -> String {
+    s.ok(&["run", "--rm", "busybox", "sh", "-c", script])
+}
+
+/// Mounts of this process whose paths mention the store.
+fn leftover_mounts(s: &Store) -> Vec<String> {
+    let root = s.dir.path().display().to_string();
+    std::fs::read_to_string("/proc/self/mountinfo")
+        .unwrap()
+        .lines()
+        .filter(|l| l.contains(&root))
+        .map(str::to_string)
+        .collect()
+}
+
+#[test]
+fn process_is_pid_1_with_its_own_hostname_and_no_host_processes() {
+    let s = busybox();
+    let out = sh(
+        &s,
+        "echo $$; hostname; ps -o pid,comm | wc -l; ls /proc | grep -c '^[0-9]'",
+    );
+    let lines: Vec<&str> = out.lines().collect();
+    assert_eq!(lines[0], "1", "{out}");
+    assert_eq!(
+        lines[1].len(),
+        12,
+        "hostname is the short container ID: {out}"
+    );
+    assert_ne!(
+        lines[1],
+        rustix::system::uname().nodename().to_str().unwrap()
+    );
+    // Header + sh + ps (+ wc) at most: no host process is visible.
+    assert!(lines[2].parse::<u32>().unwrap() <= 4, "{out}");
+    assert!(lines[3].parse::<u32>().unwrap() <= 4, "{out}");
+    let out = s.ok(&["run", "--rm", "--hostname", "box1", "busybox", "hostname"]);
+    assert_eq!(out.trim(), "box1");
+    assert!(leftover_mounts(&s).is_empty(), "{:?}", leftover_mounts(&s));
+    assert_eq!(
+        std::fs::read_dir(s.root().join("containers"))
+            .unwrap()
+            .count(),
+        0
+    );
+}
+
+#[test]
+fn exit_codes_follow_docker() {
+    let s = busybox();
+    assert_eq!(s.run(&["run", "--rm", "busybox", "true"]).code, 0);
+    assert_eq!(s.run(&["run", "--rm", "busybox", "false"]).code, 1);
+    assert_eq!(
+        s.run(&["run", "--rm", "busybox", "sh", "-c", "exit 42"])
+            .code,
+        42
+    );
+    let r = s.run(&["run", "--rm", "busybox", "no-such-program"]);
+    assert_eq!(r.code, 127);
+    assert!(r.stderr.contains("no-such-program"), "{}", r.stderr);
+    let r = s.run(&["run", "--rm", "busybox", "/etc/passwd"]);
+    assert_eq!(r.code, 126, "{}", r.stderr);
+    let r = s.run(&["run", "--rm", "nosuchimage"]);
+    assert_eq!(r.code, 125);
+    assert!(
+        r.stderr.contains("No such image: nosuchimage"),
+        "{}",
+        r.stderr
+    );
+    let r = s.run(&["run", "--rm", "-u", "ghost", "busybox", "true"]);
+    assert_eq!(r.code, 125);
+    assert!(r.stderr.contains("ghost"), "{}", r.stderr);
+}
+
+#[test]
+fn docker_default_capabilities_and_refused_privileged_operations() {
+    let s = busybox();
+    let caps = sh(&s, "grep -E '^Cap(Eff|Bnd)' /proc/self/status");
+    // Docker's default set: chown dac_override fowner fsetid kill setgid setuid
+    // setpcap net_bind_service net_raw sys_chroot mknod audit_write setfcap.
+    assert!(caps.contains("CapEff:\t00000000a80425fb"), "{caps}");
+    assert!(caps.contains("CapBnd:\t00000000a80425fb"), "{caps}");
+    let r = s.run(&[
+        "run", "--rm", "busybox", "mount", "-t", "tmpfs", "t", "/mnt",
+    ]);
+    assert_ne!(r.code, 0, "mount must be refused");
+    let r = s.run(&[
+        "run",
+        "--rm",
+        "busybox",
+        "sh",
+        "-c",
+        "echo 1 > /proc/sys/kernel/ostype",
+    ]);
+    assert_ne!(r.code, 0, "/proc/sys must be read-only");
+    let caps = s.ok(&[
+        "run",
+        "--rm",
+        "--cap-drop",
+        "ALL",
+        "--cap-add",
+        "NET_ADMIN",
+        "busybox",
+        "grep",
+        "CapEff",
+        "/proc/self/status",
+    ]);
+    assert!(caps.contains("0000000000001000"), "{caps}");
+    let caps = s.ok(&[
+        "run",
+        "--rm",
+        "--privileged",
+        "busybox",
+        "grep",
+        "CapEff",
+        "/proc/self/status",
+    ]);
+    // Privileged gets everything the host's bounding set holds.
+    let host = std::fs::read_to_string("/proc/self/status").unwrap();
+    let bnd = host.lines().find(|l| l.starts_with("CapBnd:")).unwrap();
+    assert!(
+        caps.contains(bnd.trim_start_matches("CapBnd:").trim()),
+        "{caps} vs {bnd}"
+    );
+}
+
+#[test]
+fn env_user_and_workdir_merge() {
+    let s = busybox();
+    let out = s.ok(&[
+        "run",
+        "--rm",
+        "-e",
+        "FOO=bar",
+        "-e",
+        "PATH=/bin",
+        "-u",
+        "nobody",
+        "-w",
+        "/made/here",
+        "busybox",
+        "sh",
+        "-c",
+        "echo $FOO $PATH $HOSTNAME; id -u; id -g; pwd",
+    ]);
+    let l: Vec<&str> = out.lines().collect();
+    assert!(l[0].starts_with("bar /bin "), "{out}");
+    assert_eq!(l[1], "65534");
+    assert_eq!(l[2], "65534");
+    assert_eq!(l[3], "/made/here");
+    let out = s.ok(&[
+        "run",
+        "--rm",
+        "-u",
+        "1234:4321",
+        "busybox",
+        "sh",
+        "-c",
+        "id -u; id -g",
+    ]);
+    assert_eq!(out, "1234\n4321\n");
+    // --entrypoint replaces the image's command entirely.
+    let out = s.ok(&["run", "--rm", "--entrypoint", "echo", "busybox", "a", "b"]);
+    assert_eq!(out, "a b\n");
+    // The image's default PATH reaches the process.
+    let out = sh(&s, "echo $PATH");
+    assert!(out.contains("/bin"), "{out}");
+}
+
+#[test]
+fn read_only_root_and_private_writable_layer() {
+    let s = busybox();
+    let r = s.run(&["run", "--rm", "--read-only", "busybox", "touch", "/x"]);
+    assert_ne!(r.code, 0);
+    assert!(r.stderr.contains("Read-only file system"), "{}", r.stderr);
+    // Writes go to the container's own layer, never to the image.
+    sh(&s, "echo changed > /etc/motd-test; rm /bin/ls");
+    let out = sh(&s, "ls /etc/motd-test 2>&1; ls -l /bin/ls | wc -l");
+    assert!(out.contains("No such file"), "{out}");
+    assert!(out.trim_end().ends_with('1'), "{out}");
+    assert!(leftover_mounts(&s).is_empty());
+}
