@@ -90,9 +90,22 @@ impl Engine {
         &self.images
     }
 
-    /// Containers using an image. None exist yet; the containers service will answer.
-    pub fn containers_using(&self, _image: &Digest) -> Vec<String> {
-        Vec::new()
+    /// Containers using an image (short IDs). Each container directory
+    /// records its image in a file named `image`.
+    pub fn containers_using(&self, image: &Digest) -> Vec<String> {
+        let Ok(dirs) = std::fs::read_dir(self.root.join("containers")) else {
+            return Vec::new();
+        };
+        let mut out: Vec<String> = dirs
+            .flatten()
+            .filter(|d| {
+                std::fs::read_to_string(d.path().join("image"))
+                    .is_ok_and(|i| i.trim() == image.as_str())
+            })
+            .map(|d| d.file_name().to_string_lossy().chars().take(12).collect())
+            .collect();
+        out.sort();
+        out
     }
 
     /// `rmi`: refuses images containers use unless untagging a second name.

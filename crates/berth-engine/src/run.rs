@@ -5,6 +5,7 @@
 use std::fs;
 use std::path::{Path, PathBuf};
 
+use berth_runtime::cgroups::{self, CgroupConfig, CgroupError, CgroupManager};
 use berth_runtime::linux::{self, SpawnOptions, StartError};
 
 use crate::spec::{self, RunOptions};
@@ -22,6 +23,9 @@ pub enum RunError {
     /// The runtime could not start the process.
     #[error(transparent)]
     Start(#[from] StartError),
+    /// The container's cgroup could not be set up.
+    #[error(transparent)]
+    Cgroup(#[from] CgroupError),
     /// File-system trouble in the container's directory.
     #[error("{path}: {source}")]
     Io {
@@ -51,6 +55,16 @@ pub fn new_id() -> String {
         let _ = f.read_exact(&mut b);
     }
     b.iter().map(|x| format!("{x:02x}")).collect()
+}
+
+/// Kills whatever is left in a cgroup and removes it when dropped.
+struct CgroupGuard(Box<dyn CgroupManager>);
+
+impl Drop for CgroupGuard {
+    fn drop(&mut self) {
+        let _ = self.0.kill_all(libc::SIGKILL);
+        let _ = self.0.remove();
+    }
 }
 
 /// Removes the container's directory when dropped (also on errors).
@@ -85,6 +99,8 @@ impl Engine {
         for d in ["upper", "work", "rootfs"] {
             fs::create_dir_all(dir.join(d)).map_err(io(&dir.join(d)))?;
         }
+        // Which image this container uses, so `rmi` refuses to pull it away.
+        fs::write(dir.join("image"), img.id.as_str()).map_err(io(&dir.join("image")))?;
         let lowerdir = if lower.is_empty() {
             // An image with no layers still needs one lower dir.
             let empty = dir.join("empty");
@@ -102,15 +118,30 @@ impl Engine {
             dir.join("upper").display(),
             dir.join("work").display()
         );
+        let cg = CgroupGuard(cgroups::manager(&CgroupConfig {
+            name: id.clone(),
+            parent: opts.cgroup_parent.clone(),
+        })?);
+        cg.0.create()?;
+        if let Some(r) = spec.linux().as_ref().and_then(|l| l.resources().as_ref()) {
+            cg.0.apply(r)?;
+        }
         let pid = linux::spawn(SpawnOptions {
             spec: &spec,
             rootfs: rootfs.clone(),
             overlay: Some(overlay),
-            before_start: &mut |_pid| Ok(()),
+            before_start: &mut |pid| cg.0.add_process(pid).map_err(|e| e.to_string()),
             warn,
         })?;
         linux::forward_signals(pid);
         let code = linux::wait(pid).map_err(io(&dir))?;
+        if cg
+            .0
+            .stats()
+            .is_ok_and(|s| s.memory.is_some_and(|m| m.oom_kills > 0))
+        {
+            warn("the container was killed because it ran out of memory (OOM)".into());
+        }
         Ok(code)
     }
 }

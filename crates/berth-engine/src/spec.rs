@@ -34,6 +34,164 @@ pub struct RunOptions {
     pub cap_drop: Vec<String>,
     /// `--privileged`.
     pub privileged: bool,
+    /// `--security-opt` (`seccomp=PROFILE.json|unconfined`, `no-new-privileges[:true]`).
+    pub security_opt: Vec<String>,
+    /// `--memory` (e.g. `64m`).
+    pub memory: Option<String>,
+    /// `--memory-swap` (memory plus swap; `-1` for unlimited).
+    pub memory_swap: Option<String>,
+    /// `--cpus` (e.g. `1.5`).
+    pub cpus: Option<String>,
+    /// `--cpu-shares`.
+    pub cpu_shares: Option<u64>,
+    /// `--pids-limit`.
+    pub pids_limit: Option<i64>,
+    /// `--ulimit name=soft[:hard]`.
+    pub ulimits: Vec<String>,
+    /// `--cgroup-parent` (relative to berth's own cgroup).
+    pub cgroup_parent: Option<String>,
+}
+
+/// Parses Docker's byte sizes: `1024`, `512k`, `64m`, `1g`, `2gb` (binary units).
+pub fn parse_size(flag: &str, v: &str) -> Result<i64, SpecError> {
+    let bad = || {
+        SpecError(format!(
+            "invalid value \"{v}\" for {flag}: expected a size such as 64m, 512k or 1g"
+        ))
+    };
+    let t = v.trim().to_ascii_lowercase();
+    let t = t.strip_suffix('b').unwrap_or(&t);
+    let (num, mult) = match t.chars().last() {
+        Some('k') => (&t[..t.len() - 1], 1i64 << 10),
+        Some('m') => (&t[..t.len() - 1], 1 << 20),
+        Some('g') => (&t[..t.len() - 1], 1 << 30),
+        Some('t') => (&t[..t.len() - 1], 1 << 40),
+        Some(c) if c.is_ascii_digit() => (t, 1),
+        _ => return Err(bad()),
+    };
+    let n: f64 = num.parse().map_err(|_| bad())?;
+    if !n.is_finite() || n < 0.0 {
+        return Err(bad());
+    }
+    Ok((n * mult as f64) as i64)
+}
+
+/// cgroup resources from `--memory`, `--memory-swap`, `--cpus`, `--cpu-shares`, `--pids-limit`.
+pub fn resources(o: &RunOptions) -> Result<Option<oci_spec::runtime::LinuxResources>, SpecError> {
+    use oci_spec::runtime::{
+        LinuxCpuBuilder, LinuxMemoryBuilder, LinuxPidsBuilder, LinuxResourcesBuilder,
+    };
+    let mut r = LinuxResourcesBuilder::default();
+    let mut any = false;
+    let memory = o
+        .memory
+        .as_deref()
+        .map(|m| parse_size("--memory", m))
+        .transpose()?;
+    if let Some(m) = memory
+        && m < 6 << 20
+    {
+        return Err(SpecError(
+            "invalid value for --memory: minimum memory limit allowed is 6MB".into(),
+        ));
+    }
+    let swap = match o.memory_swap.as_deref() {
+        Some("-1") => Some(-1),
+        Some(v) => Some(parse_size("--memory-swap", v)?),
+        None => None,
+    };
+    if swap.is_some() && memory.is_none() {
+        return Err(SpecError(
+            "--memory-swap requires --memory to be set too".into(),
+        ));
+    }
+    if let (Some(m), Some(sw)) = (memory, swap)
+        && sw != -1
+        && sw < m
+    {
+        return Err(SpecError(
+            "--memory-swap must be at least as large as --memory".into(),
+        ));
+    }
+    if let Some(m) = memory {
+        // Docker's default: as much swap as memory (memory+swap = 2 x memory).
+        let sw = swap.unwrap_or(m * 2);
+        let mut mb = LinuxMemoryBuilder::default();
+        mb = mb.limit(m).swap(sw);
+        r = r.memory(mb.build().map_err(|e| SpecError(e.to_string()))?);
+        any = true;
+    }
+    let mut cpu = LinuxCpuBuilder::default();
+    let mut any_cpu = false;
+    if let Some(c) = &o.cpus {
+        let n: f64 = c
+            .parse()
+            .ok()
+            .filter(|n: &f64| n.is_finite() && *n > 0.0)
+            .ok_or_else(|| {
+                SpecError(format!(
+                    "invalid value \"{c}\" for --cpus: expected a positive number such as 1.5"
+                ))
+            })?;
+        cpu = cpu.quota((n * 100_000.0) as i64).period(100_000u64);
+        any_cpu = true;
+    }
+    if let Some(sh) = o.cpu_shares {
+        cpu = cpu.shares(sh);
+        any_cpu = true;
+    }
+    if any_cpu {
+        r = r.cpu(cpu.build().map_err(|e| SpecError(e.to_string()))?);
+        any = true;
+    }
+    if let Some(p) = o.pids_limit {
+        let limit = if p <= 0 { -1 } else { p };
+        r = r.pids(
+            LinuxPidsBuilder::default()
+                .limit(limit)
+                .build()
+                .map_err(|e| SpecError(e.to_string()))?,
+        );
+        any = true;
+    }
+    if !any {
+        return Ok(None);
+    }
+    r.build().map(Some).map_err(|e| SpecError(e.to_string()))
+}
+
+/// `--ulimit nofile=1024:2048` as OCI rlimits.
+pub fn ulimits(list: &[String]) -> Result<Vec<oci_spec::runtime::PosixRlimit>, SpecError> {
+    use oci_spec::runtime::{PosixRlimitBuilder, PosixRlimitType};
+    list.iter()
+        .map(|u| {
+            let bad = |why: &str| SpecError(format!("invalid --ulimit \"{u}\": {why}"));
+            let (name, vals) = u
+                .split_once('=')
+                .ok_or_else(|| bad("expected name=soft[:hard]"))?;
+            let (soft, hard) = vals.split_once(':').unwrap_or((vals, vals));
+            let num = |v: &str| -> Result<u64, SpecError> {
+                if v == "-1" || v == "unlimited" {
+                    Ok(u64::MAX)
+                } else {
+                    v.parse().map_err(|_| bad("limits must be numbers"))
+                }
+            };
+            let (soft, hard) = (num(soft)?, num(hard)?);
+            if soft > hard {
+                return Err(bad("soft limit exceeds hard limit"));
+            }
+            let typ: PosixRlimitType = format!("RLIMIT_{}", name.to_ascii_uppercase())
+                .parse()
+                .map_err(|_| bad("unknown limit name"))?;
+            PosixRlimitBuilder::default()
+                .typ(typ)
+                .soft(soft)
+                .hard(hard)
+                .build()
+                .map_err(|e| bad(&e.to_string()))
+        })
+        .collect()
 }
 
 /// A `run` request that cannot be honoured, with the flag at fault.
@@ -262,6 +420,36 @@ pub fn build(
         .filter_map(|c| c.trim_start_matches("CAP_").parse().ok())
         .collect();
     let capset: std::collections::HashSet<Capability> = capset.into_iter().collect();
+    let cap_names: Vec<String> = capset.iter().map(|c| format!("CAP_{c}")).collect();
+    let cap_refs: Vec<&str> = cap_names.iter().map(String::as_str).collect();
+    let mut seccomp_opt: Option<String> = None;
+    let mut nnp = false;
+    for so in &o.security_opt {
+        let (k, v) = so.split_once(['=', ':']).unwrap_or((so.as_str(), ""));
+        match (k, v) {
+            ("seccomp", v) if !v.is_empty() => seccomp_opt = Some(v.to_string()),
+            ("no-new-privileges", "" | "true") => nnp = true,
+            ("no-new-privileges", "false") => nnp = false,
+            // Labels and AppArmor do not apply on this host; Docker accepts and ignores them too.
+            ("label" | "apparmor", _) => {}
+            _ => return Err(SpecError(format!("invalid --security-opt: \"{so}\""))),
+        }
+    }
+    let seccomp = match seccomp_opt.as_deref() {
+        Some("unconfined") => None,
+        Some(path) => {
+            let bytes = std::fs::read(path)
+                .map_err(|e| SpecError(format!("opening seccomp profile ({path}) failed: {e}")))?;
+            Some(
+                berth_runtime::seccomp::from_docker_json(&bytes, &cap_refs)
+                    .map_err(|e| SpecError(format!("seccomp profile {path}: {e}")))?,
+            )
+        }
+        None if o.privileged => None,
+        None => Some(berth_runtime::seccomp::docker_default(&cap_refs)),
+    };
+    let rlimits = ulimits(&o.ulimits)?;
+    let resources = resources(o)?;
     let user = UserBuilder::default()
         .uid(uid)
         .gid(gid)
@@ -283,7 +471,8 @@ pub fn build(
                 .build()
                 .map_err(|e| SpecError(e.to_string()))?,
         )
-        .no_new_privileges(false)
+        .no_new_privileges(nnp)
+        .rlimits(rlimits)
         .build()
         .map_err(|e| SpecError(e.to_string()))?;
     let ns = |t| {
@@ -292,7 +481,14 @@ pub fn build(
             .build()
             .expect("namespace")
     };
-    let linux = LinuxBuilder::default()
+    let mut linux = LinuxBuilder::default();
+    if let Some(sc) = seccomp {
+        linux = linux.seccomp(sc);
+    }
+    if let Some(r) = resources {
+        linux = linux.resources(r);
+    }
+    let linux = linux
         .namespaces(vec![
             ns(LinuxNamespaceType::Mount),
             ns(LinuxNamespaceType::Pid),
@@ -405,6 +601,38 @@ mod tests {
         assert_eq!(env, ["HOSTNAME=h", "PATH=/bin", "A=2", "B=3", "HOME=/root"]);
         let env = environment(&json!({}), &RunOptions::default(), "h", "/");
         assert!(env[0].starts_with("PATH=/usr/local/sbin"));
+    }
+
+    #[test]
+    fn sizes_and_resources() {
+        assert_eq!(parse_size("--memory", "64m").unwrap(), 64 << 20);
+        assert_eq!(parse_size("--memory", "1g").unwrap(), 1 << 30);
+        assert_eq!(parse_size("--memory", "512KB").unwrap(), 512 << 10);
+        assert_eq!(parse_size("--memory", "1000").unwrap(), 1000);
+        let e = parse_size("--memory", "12q").unwrap_err().to_string();
+        assert!(e.contains("12q") && e.contains("--memory"), "{e}");
+        let o = RunOptions {
+            memory: Some("32m".into()),
+            cpus: Some("0.5".into()),
+            pids_limit: Some(10),
+            ..Default::default()
+        };
+        let r = resources(&o).unwrap().unwrap();
+        assert_eq!(r.memory().as_ref().unwrap().limit(), Some(32 << 20));
+        assert_eq!(r.memory().as_ref().unwrap().swap(), Some(64 << 20));
+        assert_eq!(r.cpu().as_ref().unwrap().quota(), Some(50_000));
+        assert_eq!(r.pids().as_ref().unwrap().limit(), 10);
+        assert!(
+            resources(&RunOptions {
+                memory: Some("1m".into()),
+                ..Default::default()
+            })
+            .is_err()
+        );
+        let l = ulimits(&["nofile=100:200".into()]).unwrap();
+        assert_eq!((l[0].soft(), l[0].hard()), (100, 200));
+        assert!(ulimits(&["nofile=300:200".into()]).is_err());
+        assert!(ulimits(&["bogus=1".into()]).is_err());
     }
 
     #[test]

@@ -375,22 +375,34 @@ impl ImageStore {
         let mut out = Vec::new();
         let removed = self.meta.write(|t| -> Result<Vec<Digest>, ImageError> {
             let is_tag = by_ref.as_ref().is_some_and(|r| tags.contains(r));
-            if is_tag && (tags.len() > 1 || !users.is_empty()) && !force {
-                // Untag only; the image stays for its other names or its containers.
+            if !users.is_empty() {
+                let used = format!(
+                    "image {} is being used by container(s) {}",
+                    img.id.short(),
+                    users.join(", ")
+                );
+                if !force || !is_tag {
+                    return Err(ImageError::Conflict {
+                        name: name.to_string(),
+                        reason: if is_tag {
+                            format!("{used} (must force)")
+                        } else {
+                            used
+                        },
+                    });
+                }
+                // Forced by name: the name goes, the image stays for its containers.
                 let r = by_ref.as_ref().expect("checked");
                 t.remove_tag(r)?;
                 out.push(Removed::Untagged(familiar(r)));
                 return Ok(vec![]);
             }
-            if !users.is_empty() {
-                return Err(ImageError::Conflict {
-                    name: name.to_string(),
-                    reason: format!(
-                        "image {} is being used by container(s) {}",
-                        img.id.short(),
-                        users.join(", ")
-                    ),
-                });
+            if is_tag && tags.len() > 1 {
+                // Untag only; the image stays for its other names.
+                let r = by_ref.as_ref().expect("checked");
+                t.remove_tag(r)?;
+                out.push(Removed::Untagged(familiar(r)));
+                return Ok(vec![]);
             }
             if !is_tag && tags.len() > 1 && !force {
                 return Err(ImageError::Conflict {

@@ -48,7 +48,7 @@ enum Command {
     /// Import a root file system tarball as a one-layer image.
     Import(cmd::images::ImportArgs),
     /// Run a command in a new container (foreground).
-    Run(cmd::run::RunArgs),
+    Run(Box<cmd::run::RunArgs>),
     /// Manage berth's state as a whole.
     #[command(subcommand)]
     System(cmd::system::SystemCommand),
@@ -87,7 +87,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Load(a) => i::load(&root, a),
         Command::Save(a) => i::save(&root, a),
         Command::Import(a) => i::import(&root, a),
-        Command::Run(a) => cmd::run::run(&root, a),
+        Command::Run(a) => cmd::run::run(&root, *a),
         Command::System(c) => s::system(&root, c),
     }
 }

@@ -193,3 +193,247 @@ fn read_only_root_and_private_writable_layer() {
     assert!(out.trim_end().ends_with('1'), "{out}");
     assert!(leftover_mounts(&s).is_empty());
 }
+
+#[test]
+fn rmi_refuses_an_image_a_container_uses() {
+    let s = busybox();
+    let mut child = s
+        .cmd(&["run", "--rm", "busybox", "sleep", "3"])
+        .spawn()
+        .unwrap();
+    let containers = s.root().join("containers");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    while std::fs::read_dir(&containers)
+        .map(|d| d.count())
+        .unwrap_or(0)
+        == 0
+    {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "container never appeared"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    let err = s.fails(&["rmi", "busybox"]);
+    assert!(err.contains("being used by container"), "{err}");
+    let id = s.images()[0]["ID"].as_str().unwrap().to_string();
+    let err = s.fails(&["rmi", "-f", &id]);
+    assert!(err.contains("being used by container"), "{err}");
+    // Forced by name: the name goes, the image stays while the container runs.
+    assert_eq!(
+        s.ok(&["rmi", "-f", "busybox"]).trim(),
+        "Untagged: busybox:latest"
+    );
+    assert_eq!(s.images()[0]["Repository"], "<none>");
+    assert!(child.wait().unwrap().success());
+    s.ok(&["image", "prune", "-f"]);
+    assert!(s.images().is_empty());
+}
+
+/// cgroup directories named after this store's containers that still exist.
+fn leftover_cgroups() -> Vec<String> {
+    let mut out = Vec::new();
+    for ctrl in ["memory", "pids", "cpu", "freezer"] {
+        let out_of = std::process::Command::new("find")
+            .args([
+                &format!("/sys/fs/cgroup/{ctrl}"),
+                "-type",
+                "d",
+                "-path",
+                "*/berth/*",
+            ])
+            .output()
+            .unwrap();
+        out.extend(
+            String::from_utf8_lossy(&out_of.stdout)
+                .lines()
+                .map(str::to_string),
+        );
+    }
+    out
+}
+
+#[test]
+fn seccomp_default_profile_and_unconfined() {
+    let s = busybox();
+    let out = sh(
+        &s,
+        "unshare -U true; echo unshare=$?; grep '^Seccomp:' /proc/self/status",
+    );
+    assert!(out.contains("unshare=1"), "unshare must be refused: {out}");
+    assert!(out.contains("Seccomp:\t2"), "{out}");
+    let out = s.ok(&[
+        "run",
+        "--rm",
+        "--security-opt",
+        "seccomp=unconfined",
+        "busybox",
+        "sh",
+        "-c",
+        "grep '^Seccomp:' /proc/self/status",
+    ]);
+    assert!(out.contains("Seccomp:\t0"), "{out}");
+    // A custom Docker-format profile: everything allowed but mkdir.
+    let dir = common::scratch();
+    let p = dir.path().join("profile.json");
+    std::fs::write(&p, r#"{"defaultAction":"SCMP_ACT_ALLOW","syscalls":[{"names":["mkdir","mkdirat"],"action":"SCMP_ACT_ERRNO"}]}"#).unwrap();
+    let opt = format!("seccomp={}", p.display());
+    let r = s.run(&[
+        "run",
+        "--rm",
+        "--security-opt",
+        &opt,
+        "busybox",
+        "mkdir",
+        "/x",
+    ]);
+    assert_ne!(r.code, 0);
+    assert!(r.stderr.contains("Operation not permitted"), "{}", r.stderr);
+    // Bad profiles are refused before anything starts, naming the file.
+    std::fs::write(&p, "{ nope").unwrap();
+    let r = s.run(&["run", "--rm", "--security-opt", &opt, "busybox", "true"]);
+    assert_eq!(r.code, 125);
+    assert!(r.stderr.contains("profile.json"), "{}", r.stderr);
+    // no-new-privileges reaches the process.
+    let out = s.ok(&[
+        "run",
+        "--rm",
+        "--security-opt",
+        "no-new-privileges",
+        "busybox",
+        "grep",
+        "NoNewPrivs",
+        "/proc/self/status",
+    ]);
+    assert!(out.contains("NoNewPrivs:\t1"), "{out}");
+}
+
+#[test]
+fn memory_limit_oom_kills_and_pids_limit_holds() {
+    let s = busybox();
+    let r = s.run(&[
+        "run",
+        "--rm",
+        "-m",
+        "32m",
+        "--memory-swap",
+        "32m",
+        "busybox",
+        "sh",
+        "-c",
+        "head -c 200000000 /dev/zero | tail > /dev/null",
+    ]);
+    assert_eq!(r.code, 137, "{}", r.stderr);
+    assert!(r.stderr.contains("OOM"), "{}", r.stderr);
+    // busybox sh gives up at the first fork the pids limit refuses.
+    let forks = "for i in 1 2 3 4 5 6 7 8; do sleep 1 & done; wait";
+    let r = s.run(&[
+        "run",
+        "--rm",
+        "--pids-limit",
+        "5",
+        "busybox",
+        "sh",
+        "-c",
+        forks,
+    ]);
+    assert_ne!(r.code, 0);
+    assert!(r.stderr.contains("can't fork"), "{}", r.stderr);
+    let r = s.run(&[
+        "run",
+        "--rm",
+        "--pids-limit",
+        "20",
+        "busybox",
+        "sh",
+        "-c",
+        forks,
+    ]);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    let limits = s.ok(&[
+        "run",
+        "--rm",
+        "-m",
+        "64m",
+        "--cpus",
+        "0.5",
+        "--cpu-shares",
+        "512",
+        "--pids-limit",
+        "20",
+        "busybox",
+        "sh",
+        "-c",
+        "cat /proc/self/cgroup",
+    ]);
+    assert!(!limits.is_empty());
+    assert!(
+        leftover_cgroups()
+            .iter()
+            .all(|c| !c.contains(&s.dir.path().display().to_string()))
+    );
+}
+
+#[test]
+fn bad_resource_flags_exit_125() {
+    let s = busybox();
+    for args in [
+        vec!["run", "-m", "12q", "busybox", "true"],
+        vec!["run", "--cpus", "lots", "busybox", "true"],
+        vec!["run", "--ulimit", "nofile=9:1", "busybox", "true"],
+        vec!["run", "--memory-swap", "1g", "busybox", "true"],
+        vec!["run", "--security-opt", "bogus", "busybox", "true"],
+    ] {
+        let r = s.run(&args);
+        assert_eq!(r.code, 125, "{args:?}: {}", r.stderr);
+        assert!(!r.stderr.is_empty());
+    }
+    assert_eq!(
+        std::fs::read_dir(s.root().join("containers"))
+            .map(|d| d.count())
+            .unwrap_or(0),
+        0
+    );
+}
+
+#[test]
+fn rlimits_above_the_host_are_clamped_with_a_warning() {
+    let s = busybox();
+    let r = s.run(&[
+        "run",
+        "--rm",
+        "--ulimit",
+        "nofile=100:200",
+        "busybox",
+        "sh",
+        "-c",
+        "ulimit -n; ulimit -Hn",
+    ]);
+    assert_eq!(r.stdout, "100\n200\n");
+    let host_hard = rustix::process::getrlimit(rustix::process::Resource::Nofile)
+        .maximum
+        .unwrap();
+    let huge = format!("nofile=100:{}", host_hard + 1);
+    let r = s.run(&[
+        "run",
+        "--rm",
+        "--ulimit",
+        &huge,
+        "busybox",
+        "sh",
+        "-c",
+        "ulimit -Hn",
+    ]);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    if !has_sys_resource() {
+        assert!(r.stderr.contains("clamped"), "{}", r.stderr);
+        assert_eq!(r.stdout.trim(), host_hard.to_string());
+    }
+}
+
+fn has_sys_resource() -> bool {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap();
+    let bnd = status.lines().find(|l| l.starts_with("CapBnd:")).unwrap();
+    let bits = u64::from_str_radix(bnd.trim_start_matches("CapBnd:").trim(), 16).unwrap();
+    bits & (1 << 24) != 0
+}

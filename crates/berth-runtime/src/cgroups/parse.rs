@@ -23,8 +23,7 @@ pub fn parse_proc_cgroup(text: &str) -> Result<Vec<ProcCgroup>, String> {
     for line in text.lines().filter(|l| !l.trim().is_empty()) {
         // The path may itself contain ':', so split at most twice.
         let mut parts = line.splitn(3, ':');
-        let (Some(id), Some(ctrls), Some(path)) = (parts.next(), parts.next(), parts.next())
-        else {
+        let (Some(id), Some(ctrls), Some(path)) = (parts.next(), parts.next(), parts.next()) else {
             return Err(format!("malformed line {line:?}"));
         };
         let id = id
@@ -67,7 +66,9 @@ pub fn unescape_mountinfo(s: &str) -> String {
             && i + 3 < b.len()
             && b[i + 1..i + 4].iter().all(|c| (b'0'..=b'7').contains(c))
         {
-            let v = (b[i + 1] - b'0') as u32 * 64 + (b[i + 2] - b'0') as u32 * 8 + (b[i + 3] - b'0') as u32;
+            let v = (b[i + 1] - b'0') as u32 * 64
+                + (b[i + 2] - b'0') as u32 * 8
+                + (b[i + 3] - b'0') as u32;
             if let Ok(v) = u8::try_from(v) {
                 out.push(v);
                 i += 4;
@@ -290,7 +291,7 @@ pub fn v2_swap_max(memory: Option<i64>, swap: Option<i64>) -> Result<Option<Stri
     if swap < 0 {
         return Ok(Some("max".into()));
     }
-    if memory == 0 || memory < 0 {
+    if memory <= 0 {
         return Err("a memory+swap limit needs a memory limit".into());
     }
     if swap < memory {
@@ -537,7 +538,10 @@ workingset_refault_anon 0
         assert_eq!(parse_limit("67108864\n").unwrap(), Some(67_108_864));
         assert!(parse_limit("lots").is_err());
         assert_eq!(parse_cpu_max("max 100000\n").unwrap(), (None, 100_000));
-        assert_eq!(parse_cpu_max("50000 100000\n").unwrap(), (Some(50_000), 100_000));
+        assert_eq!(
+            parse_cpu_max("50000 100000\n").unwrap(),
+            (Some(50_000), 100_000)
+        );
         assert!(parse_cpu_max("50000").is_err());
         assert_eq!(parse_u64("42\n").unwrap(), 42);
         assert_eq!(parse_pids("12\n345\n").unwrap(), [12, 345]);
@@ -558,9 +562,18 @@ workingset_refault_anon 0
     #[test]
     fn swap_converts_like_runc() {
         let mib = 1 << 20;
-        assert_eq!(v2_swap_max(Some(64 * mib), Some(128 * mib)).unwrap(), Some((64 * mib).to_string()));
-        assert_eq!(v2_swap_max(Some(64 * mib), Some(64 * mib)).unwrap(), Some("0".into()));
-        assert_eq!(v2_swap_max(Some(64 * mib), Some(-1)).unwrap(), Some("max".into()));
+        assert_eq!(
+            v2_swap_max(Some(64 * mib), Some(128 * mib)).unwrap(),
+            Some((64 * mib).to_string())
+        );
+        assert_eq!(
+            v2_swap_max(Some(64 * mib), Some(64 * mib)).unwrap(),
+            Some("0".into())
+        );
+        assert_eq!(
+            v2_swap_max(Some(64 * mib), Some(-1)).unwrap(),
+            Some("max".into())
+        );
         assert_eq!(v2_swap_max(Some(-1), None).unwrap(), Some("max".into()));
         assert_eq!(v2_swap_max(Some(64 * mib), None).unwrap(), None);
         assert_eq!(v2_swap_max(None, None).unwrap(), None);
@@ -571,10 +584,19 @@ workingset_refault_anon 0
 
     #[test]
     fn cpu_max_converts_like_runc() {
-        assert_eq!(v2_cpu_max(Some(50_000), Some(100_000)).as_deref(), Some("50000 100000"));
-        assert_eq!(v2_cpu_max(Some(-1), Some(100_000)).as_deref(), Some("max 100000"));
+        assert_eq!(
+            v2_cpu_max(Some(50_000), Some(100_000)).as_deref(),
+            Some("50000 100000")
+        );
+        assert_eq!(
+            v2_cpu_max(Some(-1), Some(100_000)).as_deref(),
+            Some("max 100000")
+        );
         assert_eq!(v2_cpu_max(Some(20_000), None).as_deref(), Some("20000"));
-        assert_eq!(v2_cpu_max(None, Some(250_000)).as_deref(), Some("max 250000"));
+        assert_eq!(
+            v2_cpu_max(None, Some(250_000)).as_deref(),
+            Some("max 250000")
+        );
         assert_eq!(v2_cpu_max(None, None), None);
         assert_eq!(v2_cpu_max(Some(0), Some(0)), None);
     }

@@ -179,6 +179,23 @@ pub fn spawn(opts: SpawnOptions<'_>) -> Result<i32, StartError> {
         .as_ref()
         .ok_or_else(|| StartError::Setup("the spec has no process".into()))?;
     let rlimits = clamp_rlimits(&process.rlimits().clone().unwrap_or_default(), opts.warn);
+    // Compiled before clone so a bad profile fails early and the child only installs it.
+    let seccomp = match opts
+        .spec
+        .linux()
+        .as_ref()
+        .and_then(|l| l.seccomp().as_ref())
+    {
+        Some(s) => {
+            let p = crate::seccomp::compile(s)
+                .map_err(|e| StartError::Setup(format!("seccomp: {e}")))?;
+            for n in p.notes() {
+                (opts.warn)(format!("seccomp: {n}"));
+            }
+            Some(p)
+        }
+        None => None,
+    };
     let (go_r, go_w) = std::io::pipe().map_err(|e| setup("pipe", e))?;
     let (err_r, err_w) = std::io::pipe().map_err(|e| setup("pipe", e))?;
     // SAFETY: a raw clone without CLONE_VM and without a new stack behaves like
@@ -204,6 +221,7 @@ pub fn spawn(opts: SpawnOptions<'_>) -> Result<i32, StartError> {
             &opts.rootfs,
             opts.overlay.as_deref(),
             &rlimits,
+            seccomp.as_ref(),
             go_r,
             err_w,
         );
@@ -249,6 +267,7 @@ fn child(
     rootfs: &Path,
     overlay: Option<&str>,
     rlimits: &[(i32, u64, u64)],
+    seccomp: Option<&crate::seccomp::Program>,
     mut go: std::io::PipeReader,
     mut err: std::io::PipeWriter,
 ) -> ! {
@@ -258,7 +277,7 @@ fn child(
         // SAFETY: _exit is always safe to call.
         unsafe { libc::_exit(125) };
     }
-    let (code, msg) = match init(spec, rootfs, overlay, rlimits, &err) {
+    let (code, msg) = match init(spec, rootfs, overlay, rlimits, seccomp, &err) {
         Ok(never) => match never {},
         Err((code, msg)) => (code, msg),
     };
@@ -274,6 +293,7 @@ fn init(
     rootfs: &Path,
     overlay: Option<&str>,
     rlimits: &[(i32, u64, u64)],
+    seccomp: Option<&crate::seccomp::Program>,
     err_pipe: &std::io::PipeWriter,
 ) -> Result<Never, (i32, String)> {
     let setup = |e: io::Error| (125, e.to_string());
@@ -308,6 +328,13 @@ fn init(
     }
     let caps = process.capabilities().clone().unwrap_or_default();
     caps::apply_bounding(&caps).map_err(|e| setup(rootfs::at("capability bounding set", e)))?;
+    let nnp = process.no_new_privileges().unwrap_or(false);
+    // Without no_new_privs, installing a filter needs CAP_SYS_ADMIN, which the
+    // user may be about to lose: install it now (the profile must allow what
+    // follows: setgroups, setresuid, capset, execve — Docker's does).
+    if let (Some(p), false) = (seccomp, nnp) {
+        crate::seccomp::install(p).map_err(|e| (125, format!("seccomp: {e}")))?;
+    }
     // Keep capabilities across setuid so the sets below can still be applied.
     rustix::thread::set_keep_capabilities(true).map_err(|e| setup(e.into()))?;
     let user = process.user();
@@ -331,7 +358,7 @@ fn init(
         )));
     }
     caps::apply_sets(&caps).map_err(|e| setup(rootfs::at("capabilities", e)))?;
-    if process.no_new_privileges().unwrap_or(false) {
+    if nnp {
         rustix::thread::set_no_new_privs(true).map_err(|e| setup(e.into()))?;
     }
     let env: Vec<String> = process.env().clone().unwrap_or_default();
@@ -350,8 +377,8 @@ fn init(
         .first()
         .ok_or((125, "the process has no arguments".to_string()))?;
     let path = resolve(prog, &env)?;
-    if let Some(seccomp) = spec.linux().as_ref().and_then(|l| l.seccomp().as_ref()) {
-        apply_seccomp(seccomp).map_err(|e| (125, format!("seccomp: {e}")))?;
+    if let (Some(p), true) = (seccomp, nnp) {
+        crate::seccomp::install(p).map_err(|e| (125, format!("seccomp: {e}")))?;
     }
     let c = |s: &str| CString::new(s).map_err(|_| (125, format!("NUL byte in {s:?}")));
     let argv: Vec<CString> = args.iter().map(|a| c(a)).collect::<Result<_, _>>()?;
@@ -427,11 +454,6 @@ pub fn wait(pid: i32) -> io::Result<i32> {
     } else {
         128 + libc::WTERMSIG(status)
     })
-}
-
-// Replaced by crate::seccomp once that module lands (same session).
-fn apply_seccomp(_s: &oci_spec::runtime::LinuxSeccomp) -> Result<(), String> {
-    Err("seccomp filters are not wired in yet".into())
 }
 
 static FORWARD_TO: std::sync::atomic::AtomicI32 = std::sync::atomic::AtomicI32::new(0);

@@ -43,6 +43,30 @@ pub struct RunArgs {
     /// Give the container every capability and no masked paths.
     #[arg(long)]
     privileged: bool,
+    /// Security options: seccomp=PROFILE.json|unconfined, no-new-privileges.
+    #[arg(long)]
+    security_opt: Vec<String>,
+    /// Memory limit (e.g. 64m, 1g).
+    #[arg(short, long)]
+    memory: Option<String>,
+    /// Memory plus swap limit; -1 for unlimited swap.
+    #[arg(long)]
+    memory_swap: Option<String>,
+    /// Number of CPUs (e.g. 1.5).
+    #[arg(long)]
+    cpus: Option<String>,
+    /// CPU shares (relative weight).
+    #[arg(short = 'c', long)]
+    cpu_shares: Option<u64>,
+    /// Maximum number of processes (-1 for unlimited).
+    #[arg(long, allow_hyphen_values = true)]
+    pids_limit: Option<i64>,
+    /// Resource limits: name=soft[:hard], e.g. nofile=1024:2048.
+    #[arg(long)]
+    ulimit: Vec<String>,
+    /// cgroup to create the container's cgroup under (relative to berth's own).
+    #[arg(long)]
+    cgroup_parent: Option<String>,
     /// Image to run.
     image: String,
     /// Command and arguments (replace the image's CMD).
@@ -70,6 +94,14 @@ pub fn run(root: &Path, a: RunArgs) -> anyhow::Result<ExitCode> {
         cap_add: a.cap_add,
         cap_drop: a.cap_drop,
         privileged: a.privileged,
+        security_opt: a.security_opt,
+        memory: a.memory,
+        memory_swap: a.memory_swap,
+        cpus: a.cpus,
+        cpu_shares: a.cpu_shares,
+        pids_limit: a.pids_limit,
+        ulimits: a.ulimit,
+        cgroup_parent: a.cgroup_parent,
     };
     let _ = a.rm;
     match e.run_foreground(&a.image, &opts, &mut |w| eprintln!("WARNING: {w}")) {
