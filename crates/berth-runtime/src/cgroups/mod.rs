@@ -21,10 +21,13 @@
 //!
 //! **What `apply` sets.** Memory (limit, reservation, memory+swap, swappiness
 //! and OOM-killer disabling on v1), CPU (shares/weight, quota/period, burst,
-//! idle, cpuset cpus/mems), pids, and on v2 the raw `unified` map. Device
-//! rules, block I/O, huge pages, network classes and RDMA are not applied yet
-//! (device rules on v2 need an eBPF program); kernel-memory limits are
-//! obsolete and ignored.
+//! idle, cpuset cpus/mems), pids, device rules on v1 (`devices.allow` /
+//! `devices.deny`), and on v2 the raw `unified` map. Not applied yet: device
+//! rules on v2 (they need an eBPF program attached to the cgroup, which this
+//! module does not build — so on v2 they are ignored, not enforced), block
+//! I/O, huge pages, network classes and RDMA. Kernel-memory limits are
+//! obsolete and ignored; v1-only knobs (swappiness, OOM-killer disabling)
+//! are ignored on v2, which has no such files.
 //!
 //! All parsing lives in [`parse`] as pure functions with unit tests on sample
 //! files of both versions.

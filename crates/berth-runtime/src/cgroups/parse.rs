@@ -323,6 +323,36 @@ pub fn v2_cpu_max(quota: Option<i64>, period: Option<u64>) -> Option<String> {
     Some(s)
 }
 
+/// A v1 `devices.allow`/`devices.deny` line for an OCI device rule:
+/// `type major:minor access`, `*` for an absent (or negative) number, `rwm`
+/// when no access is given. The device cgroup knows `a`, `b` and `c`; OCI's
+/// `u` (unbuffered character device) is a `c`, a FIFO (`p`) has no rule.
+pub fn device_rule(d: &oci_spec::runtime::LinuxDeviceCgroup) -> Result<String, String> {
+    use oci_spec::runtime::LinuxDeviceType as T;
+    let typ = match d.typ().unwrap_or(T::A) {
+        T::A => "a",
+        T::B => "b",
+        T::C | T::U => "c",
+        T::P => return Err("FIFOs (type \"p\") have no device cgroup rule".into()),
+    };
+    let num = |n: Option<i64>| match n {
+        Some(n) if n >= 0 => n.to_string(),
+        _ => "*".to_string(),
+    };
+    let access = d.access().as_deref().unwrap_or("");
+    if !access.chars().all(|c| matches!(c, 'r' | 'w' | 'm')) {
+        return Err(format!(
+            "device access {access:?} is not a combination of r, w, m"
+        ));
+    }
+    let access = if access.is_empty() { "rwm" } else { access };
+    Ok(format!(
+        "{typ} {}:{} {access}",
+        num(d.major()),
+        num(d.minor())
+    ))
+}
+
 /// v1 `cpuacct.stat` counts in `USER_HZ` ticks, which the kernel fixes at 100
 /// for user space on every mainstream architecture (x86, arm, arm64, riscv,
 /// ppc, s390).
@@ -580,6 +610,40 @@ workingset_refault_anon 0
         assert!(v2_swap_max(Some(64 * mib), Some(32 * mib)).is_err());
         assert!(v2_swap_max(None, Some(32 * mib)).is_err());
         assert!(v2_swap_max(Some(-1), Some(32 * mib)).is_err());
+    }
+
+    #[test]
+    fn device_rules() {
+        use oci_spec::runtime::{LinuxDeviceCgroupBuilder as B, LinuxDeviceType as T};
+        let r = |b: B| device_rule(&b.build().unwrap());
+        assert_eq!(
+            r(B::default().allow(false).access("rwm")).unwrap(),
+            "a *:* rwm"
+        );
+        assert_eq!(
+            r(B::default()
+                .allow(true)
+                .typ(T::C)
+                .major(1i64)
+                .minor(3i64)
+                .access("rwm"))
+            .unwrap(),
+            "c 1:3 rwm"
+        );
+        assert_eq!(
+            r(B::default().typ(T::C).major(136i64).access("rwm")).unwrap(),
+            "c 136:* rwm"
+        );
+        assert_eq!(
+            r(B::default().typ(T::B).major(-1i64).access("m")).unwrap(),
+            "b *:* m"
+        );
+        assert_eq!(
+            r(B::default().typ(T::U).major(5i64).minor(2i64)).unwrap(),
+            "c 5:2 rwm"
+        );
+        assert!(r(B::default().typ(T::P)).is_err());
+        assert!(r(B::default().access("rwx")).is_err());
     }
 
     #[test]

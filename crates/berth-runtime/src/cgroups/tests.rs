@@ -11,7 +11,8 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use oci_spec::runtime::{
-    LinuxCpuBuilder, LinuxMemoryBuilder, LinuxPidsBuilder, LinuxResources, LinuxResourcesBuilder,
+    LinuxCpuBuilder, LinuxDeviceCgroupBuilder, LinuxDeviceType, LinuxMemoryBuilder,
+    LinuxPidsBuilder, LinuxResources, LinuxResourcesBuilder,
 };
 
 use super::*;
@@ -556,4 +557,47 @@ fn cgroups_errors_name_the_file() {
     assert!(never.paths().iter().all(|p| !p.exists()));
     let e = never.stats().unwrap_err();
     assert!(e.to_string().contains("berth-test-"), "{e}");
+}
+
+#[test]
+fn cgroups_v1_device_rules_are_enforced() {
+    let Some(mut g) = Guard::new() else { return };
+    if g.mgr.version() != 1 {
+        eprintln!("skipped: device rules are v1-only here");
+        return;
+    }
+    // Docker's shape: deny everything, then allow /dev/null (1:3) only.
+    let rule = |allow: bool, typ, major: Option<i64>, minor: Option<i64>| {
+        let mut b = LinuxDeviceCgroupBuilder::default()
+            .allow(allow)
+            .typ(typ)
+            .access("rwm");
+        if let Some(m) = major {
+            b = b.major(m);
+        }
+        if let Some(m) = minor {
+            b = b.minor(m);
+        }
+        b.build().unwrap()
+    };
+    let r = LinuxResourcesBuilder::default()
+        .devices(vec![
+            rule(false, LinuxDeviceType::A, None, None),
+            rule(true, LinuxDeviceType::C, Some(1), Some(3)),
+        ])
+        .build()
+        .unwrap();
+    g.mgr.apply(&r).unwrap();
+    assert_eq!(g.read("devices", "devices.list"), "c 1:3 rwm");
+    let sh = g.spawn_sh(
+        "read x; echo hi > /dev/null || exit 3; head -c1 /dev/zero > /dev/null && exit 4; exit 0",
+    );
+    g.mgr.add_process(sh).unwrap();
+    g.release(0);
+    let status = wait_child(&mut g.children[0], Duration::from_secs(10)).expect("hung");
+    assert_eq!(
+        status.code(),
+        Some(0),
+        "/dev/null must open, /dev/zero must not"
+    );
 }

@@ -367,6 +367,24 @@ impl CgroupManager for V1Manager {
                 detail: "\"unified\" resources need cgroup v2; this host uses v1".into(),
             });
         }
+        if let Some(devs) = r.devices().as_ref().filter(|d| !d.is_empty()) {
+            // In order, as runc: typically "deny all" first, then the allow
+            // list. On a cgroup that already has processes there is a moment
+            // in between when they are denied too.
+            let dir = self.need("devices", "device rules")?;
+            for d in devs {
+                let f = dir.join(if d.allow() {
+                    "devices.allow"
+                } else {
+                    "devices.deny"
+                });
+                let rule = parse::device_rule(d).map_err(|detail| CgroupError::Invalid {
+                    path: f.clone(),
+                    detail,
+                })?;
+                write(&f, &rule)?;
+            }
+        }
         if let Some(m) = r.memory() {
             self.apply_memory(m)?;
         }

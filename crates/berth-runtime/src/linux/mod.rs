@@ -61,6 +61,9 @@ pub struct SpawnOptions<'a> {
     pub before_start: &'a mut dyn FnMut(i32) -> Result<(), String>,
     /// Warnings (e.g. clamped rlimits) are reported here by the parent.
     pub warn: &'a mut dyn FnMut(String),
+    /// File descriptors to become the process's stdin, stdout and stderr;
+    /// `None` keeps the caller's.
+    pub stdio: [Option<std::os::fd::OwnedFd>; 3],
 }
 
 /// Namespace flags the spec asks for.
@@ -216,6 +219,16 @@ pub fn spawn(opts: SpawnOptions<'_>) -> Result<i32, StartError> {
     if pid == 0 {
         drop(go_w);
         drop(err_r);
+        for (target, fd) in opts.stdio.iter().enumerate() {
+            if let Some(fd) = fd {
+                use std::os::fd::AsRawFd;
+                // SAFETY: dup2 between two descriptors this process owns.
+                if unsafe { libc::dup2(fd.as_raw_fd(), target as i32) } < 0 {
+                    // SAFETY: _exit is always safe.
+                    unsafe { libc::_exit(125) };
+                }
+            }
+        }
         child(
             opts.spec,
             &opts.rootfs,
@@ -229,6 +242,8 @@ pub fn spawn(opts: SpawnOptions<'_>) -> Result<i32, StartError> {
     let pid = pid as i32;
     drop(go_r);
     drop(err_w);
+    // The child has its copies; ours would keep pipes open.
+    drop(opts.stdio);
     let fail = |msg: String| {
         // SAFETY: kill and waitpid on our own child, integers only.
         unsafe {

@@ -62,7 +62,10 @@
 //! **Architecture.** Only the native ABI is filtered. A syscall made through
 //! any other ABI — i386 `int 0x80`, x32 (same `AUDIT_ARCH_X86_64`, told
 //! apart by bit 30 of the number), arm32 compat — kills the process. Other
-//! architectures listed in a profile are noted in [`Program::notes`].
+//! architectures listed in an OCI profile are noted in [`Program::notes`];
+//! [`docker_default`] and [`from_docker_json`] validate Docker's
+//! `architectures`/`archMap` but output only the native one, since that is
+//! all that is enforced (Docker would also allow i386/x32/arm32 binaries).
 //!
 //! **Unknown syscall names.** [`compile`] skips a name that is not a syscall on
 //! this architecture and says so in [`Program::notes`] (libseccomp/runc
@@ -73,7 +76,7 @@
 //!
 //! **Newer syscalls get ENOSYS** (runc's "ENOSYS stub"): when the default
 //! action is not ALLOW/LOG/TRACE, a syscall numbered above every syscall the
-//! profile names returns ENOSYS instead of the default errno, so libc falls
+//! profile names returns ENOSYS instead of the default action, so libc falls
 //! back to an older call instead of failing with EPERM. `nr == -1` (a tracer
 //! cancelling a call) reaches the dispatch as in libseccomp, and gets ENOSYS
 //! or the default.
