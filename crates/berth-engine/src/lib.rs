@@ -4,6 +4,7 @@
 //! land) under one root directory and answers questions that span them, such as
 //! "which containers use this image" before an image is removed.
 
+pub mod containers;
 pub mod run;
 pub mod spec;
 
@@ -85,27 +86,25 @@ impl Engine {
         &self.root
     }
 
+    /// The container records.
+    pub fn containers(&self) -> containers::Containers {
+        containers::Containers::new(&self.root)
+    }
+
     /// The image service: references, store, archives.
     pub fn images(&self) -> &ImageStore {
         &self.images
     }
 
-    /// Containers using an image (short IDs). Each container directory
-    /// records its image in a file named `image`.
+    /// Containers (of any state, as Docker counts them) using an image, by name.
     pub fn containers_using(&self, image: &Digest) -> Vec<String> {
-        let Ok(dirs) = std::fs::read_dir(self.root.join("containers")) else {
-            return Vec::new();
-        };
-        let mut out: Vec<String> = dirs
-            .flatten()
-            .filter(|d| {
-                std::fs::read_to_string(d.path().join("image"))
-                    .is_ok_and(|i| i.trim() == image.as_str())
-            })
-            .map(|d| d.file_name().to_string_lossy().chars().take(12).collect())
-            .collect();
-        out.sort();
-        out
+        self.containers()
+            .list()
+            .unwrap_or_default()
+            .into_iter()
+            .filter(|c| c.image_id == image.as_str())
+            .map(|c| c.name)
+            .collect()
     }
 
     /// `rmi`: refuses images containers use unless untagging a second name.

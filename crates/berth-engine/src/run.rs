@@ -1,17 +1,21 @@
-//! `run` in the foreground: a container from an image, attached to berth's
-//! own stdio, removed when it exits. (Detached containers, records and the
-//! lifecycle commands build on this.)
+//! The container lifecycle the front ends call: create, start (detached, under
+//! a monitor process), run in the foreground, stop, kill, remove, wait.
 
 use std::fs;
+use std::io::Read;
+use std::os::fd::OwnedFd;
 use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
 
-use berth_runtime::cgroups::{self, CgroupConfig, CgroupError, CgroupManager};
-use berth_runtime::linux::{self, SpawnOptions, StartError};
+use berth_runtime::cgroups::{self, CgroupConfig, CgroupError};
+use berth_runtime::linux::StartError;
 
+use crate::containers::monitor::{self, Mode};
+use crate::containers::{Container, ContainerError, State, Status};
 use crate::spec::{self, RunOptions};
 use crate::{Engine, EngineError};
 
-/// Why `run` did not run the program.
+/// Why a lifecycle operation failed.
 #[derive(Debug, thiserror::Error)]
 pub enum RunError {
     /// Engine-level failure (unknown image…).
@@ -26,6 +30,9 @@ pub enum RunError {
     /// The container's cgroup could not be set up.
     #[error(transparent)]
     Cgroup(#[from] CgroupError),
+    /// Container records.
+    #[error(transparent)]
+    Container(#[from] ContainerError),
     /// File-system trouble in the container's directory.
     #[error("{path}: {source}")]
     Io {
@@ -51,60 +58,57 @@ impl RunError {
 pub fn new_id() -> String {
     let mut b = [0u8; 32];
     if let Ok(mut f) = fs::File::open("/dev/urandom") {
-        use std::io::Read;
         let _ = f.read_exact(&mut b);
     }
     b.iter().map(|x| format!("{x:02x}")).collect()
 }
 
-/// Kills whatever is left in a cgroup and removes it when dropped.
-struct CgroupGuard(Box<dyn CgroupManager>);
-
-impl Drop for CgroupGuard {
-    fn drop(&mut self) {
-        let _ = self.0.kill_all(libc::SIGKILL);
-        let _ = self.0.remove();
-    }
+/// Options of `create` beyond the process: name, `--rm`, `--restart`.
+#[derive(Clone, Debug, Default)]
+pub struct CreateOptions {
+    /// `--name`.
+    pub name: Option<String>,
+    /// `--rm`.
+    pub auto_remove: bool,
+    /// `--restart`.
+    pub restart: Option<String>,
 }
 
-/// Removes the container's directory when dropped (also on errors).
-struct Scratch(PathBuf);
-
-impl Drop for Scratch {
-    fn drop(&mut self) {
-        let _ = fs::remove_dir_all(&self.0);
+fn check_restart(r: &str, auto_remove: bool) -> Result<String, spec::SpecError> {
+    let (name, max) = r.split_once(':').unwrap_or((r, ""));
+    let ok = match name {
+        "no" | "always" | "unless-stopped" => max.is_empty(),
+        "on-failure" => max.is_empty() || max.parse::<u32>().is_ok(),
+        _ => false,
+    };
+    if !ok {
+        return Err(spec::SpecError(format!(
+            "invalid restart policy \"{r}\": use no, always, unless-stopped or on-failure[:max-retries]"
+        )));
     }
+    if auto_remove && name != "no" {
+        return Err(spec::SpecError(
+            "conflicting options: cannot specify both --restart and --rm".into(),
+        ));
+    }
+    Ok(r.to_string())
 }
 
 impl Engine {
-    /// Runs `image` in the foreground and returns the process's exit code.
-    pub fn run_foreground(
-        &self,
-        image: &str,
-        opts: &RunOptions,
-        warn: &mut dyn FnMut(String),
-    ) -> Result<i32, RunError> {
-        let img = self.images().resolve(image).map_err(EngineError::from)?;
-        let cfg = self.images().config_json(&img).map_err(EngineError::from)?;
-        let id = new_id();
-        let dir = self.root().join("containers").join(&id);
-        let io = |p: &Path| {
-            let p = p.to_path_buf();
-            move |source| RunError::Io { path: p, source }
-        };
+    /// Overlay mount data for a container's root file system.
+    pub fn overlay_for(&self, c: &Container) -> Result<String, RunError> {
+        let img = self
+            .images()
+            .resolve(&c.image_id)
+            .map_err(EngineError::from)?;
+        let dir = self.containers().dir(&c.id);
         let lower = self.images().lowerdirs(&img);
-        let rootfs = dir.join("rootfs");
-        let spec = spec::build(&cfg, opts, &id, &rootfs, &lower)?;
-        let _scratch = Scratch(dir.clone());
-        for d in ["upper", "work", "rootfs"] {
-            fs::create_dir_all(dir.join(d)).map_err(io(&dir.join(d)))?;
-        }
-        // Which image this container uses, so `rmi` refuses to pull it away.
-        fs::write(dir.join("image"), img.id.as_str()).map_err(io(&dir.join("image")))?;
         let lowerdir = if lower.is_empty() {
-            // An image with no layers still needs one lower dir.
             let empty = dir.join("empty");
-            fs::create_dir_all(&empty).map_err(io(&empty))?;
+            fs::create_dir_all(&empty).map_err(|source| RunError::Io {
+                path: empty.clone(),
+                source,
+            })?;
             empty.display().to_string()
         } else {
             lower
@@ -113,35 +117,352 @@ impl Engine {
                 .collect::<Vec<_>>()
                 .join(":")
         };
-        let overlay = format!(
+        Ok(format!(
             "lowerdir={lowerdir},upperdir={},workdir={}",
             dir.join("upper").display(),
             dir.join("work").display()
-        );
-        let cg = CgroupGuard(cgroups::manager(&CgroupConfig {
-            name: id.clone(),
-            parent: opts.cgroup_parent.clone(),
-        })?);
-        cg.0.create()?;
-        if let Some(r) = spec.linux().as_ref().and_then(|l| l.resources().as_ref()) {
-            cg.0.apply(r)?;
+        ))
+    }
+
+    /// `create`: a container record, its OCI bundle and writable layer.
+    pub fn create(
+        &self,
+        image: &str,
+        opts: &RunOptions,
+        c: &CreateOptions,
+    ) -> Result<Container, RunError> {
+        let img = self.images().resolve(image).map_err(EngineError::from)?;
+        let cfg = self.images().config_json(&img).map_err(EngineError::from)?;
+        let restart = check_restart(c.restart.as_deref().unwrap_or("no"), c.auto_remove)?;
+        let mut opts = opts.clone();
+        if opts.stop_signal.is_none() {
+            opts.stop_signal = cfg
+                .pointer("/config/StopSignal")
+                .and_then(serde_json::Value::as_str)
+                .map(str::to_string);
         }
-        let pid = linux::spawn(SpawnOptions {
-            spec: &spec,
-            rootfs: rootfs.clone(),
-            overlay: Some(overlay),
-            before_start: &mut |pid| cg.0.add_process(pid).map_err(|e| e.to_string()),
-            warn,
-        })?;
-        linux::forward_signals(pid);
-        let code = linux::wait(pid).map_err(io(&dir))?;
-        if cg
-            .0
-            .stats()
-            .is_ok_and(|s| s.memory.is_some_and(|m| m.oom_kills > 0))
+        if let Some(s) = &opts.stop_signal
+            && signal_number(s).is_none()
         {
-            warn("the container was killed because it ran out of memory (OOM)".into());
+            return Err(spec::SpecError(format!("invalid stop signal: {s}")).into());
         }
-        Ok(code)
+        let opts = &opts;
+        let id = new_id();
+        let cs = self.containers();
+        let dir = cs.dir(&id);
+        let lower = self.images().lowerdirs(&img);
+        let spec = spec::build(&cfg, opts, &id, Path::new("rootfs"), &lower)?;
+        let name = cs.name_for(c.name.as_deref(), &id)?;
+        let rec = Container {
+            id: id.clone(),
+            name,
+            image: image.to_string(),
+            image_id: img.id.to_string(),
+            created: monitor_now(),
+            options: opts.clone(),
+            args: spec
+                .process()
+                .as_ref()
+                .and_then(|p| p.args().clone())
+                .unwrap_or_default(),
+            auto_remove: c.auto_remove,
+            restart,
+            state: State {
+                status: Some(Status::Created),
+                ..Default::default()
+            },
+        };
+        let io = |p: PathBuf| move |source| RunError::Io { path: p, source };
+        let result = (|| {
+            cs.create(&rec)?;
+            for d in ["upper", "work", "rootfs"] {
+                fs::create_dir_all(dir.join(d)).map_err(io(dir.join(d)))?;
+            }
+            // The runtime resolves the relative root path against the bundle.
+            let mut spec = spec;
+            if let Some(root) = spec.root_mut() {
+                root.set_path(dir.join("rootfs"));
+            }
+            let json = serde_json::to_vec_pretty(&spec).expect("specs serialize");
+            fs::write(dir.join("config.json"), json).map_err(io(dir.join("config.json")))?;
+            Ok::<(), RunError>(())
+        })();
+        if let Err(e) = result {
+            let _ = cs.delete(&id);
+            return Err(e);
+        }
+        Ok(rec)
+    }
+
+    /// `start`: launches the container under its own monitor process and
+    /// returns once the program runs (or failed to start).
+    pub fn start(&self, name: &str) -> Result<Container, RunError> {
+        let c = self.containers().resolve(name)?;
+        if let Some(Status::Running | Status::Restarting | Status::Paused) = c.state.status {
+            return Ok(c);
+        }
+        let (r, w) = std::io::pipe().map_err(|source| RunError::Io {
+            path: "pipe".into(),
+            source,
+        })?;
+        let w: OwnedFd = w.into();
+        // The monitor inherits the write end (not close-on-exec) as fd 3.
+        let exe = std::env::current_exe().map_err(|source| RunError::Io {
+            path: "/proc/self/exe".into(),
+            source,
+        })?;
+        let mut cmd = std::process::Command::new(exe);
+        cmd.arg("--root")
+            .arg(self.root())
+            .arg("__monitor")
+            .arg(&c.id)
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null());
+        {
+            use std::os::fd::AsRawFd;
+            use std::os::unix::process::CommandExt;
+            let raw = w.as_raw_fd();
+            // SAFETY: runs in the forked child before exec: dup2 and setsid are
+            // async-signal-safe and touch only this child's descriptors/session.
+            unsafe {
+                cmd.pre_exec(move || {
+                    if libc::dup2(raw, 3) < 0 {
+                        return Err(std::io::Error::last_os_error());
+                    }
+                    libc::setsid();
+                    Ok(())
+                });
+            }
+        }
+        let mut child = cmd.spawn().map_err(|source| RunError::Io {
+            path: "berth monitor".into(),
+            source,
+        })?;
+        drop(w);
+        drop(cmd);
+        let mut msg = String::new();
+        let mut r = r;
+        let _ = r.read_to_string(&mut msg);
+        // The monitor lives on; reap it if it already exited.
+        let _ = child.try_wait();
+        if !msg.is_empty() {
+            let (code, text) = msg.split_once(':').unwrap_or(("125", &msg));
+            return Err(RunError::Start(match code {
+                "127" => StartError::NotFound(text.to_string()),
+                "126" => StartError::NotExecutable(text.to_string()),
+                _ => StartError::Setup(text.to_string()),
+            }));
+        }
+        Ok(self.containers().read(&c.id)?)
+    }
+
+    /// The monitor's entry point (`berth __monitor ID`, fd 3 = start pipe).
+    pub fn monitor(&self, id: &str, ready: OwnedFd) -> Result<i32, RunError> {
+        monitor::run(self, id, Mode::Detached(Some(ready)))
+    }
+
+    /// `run` in the foreground: create, then this process is the monitor.
+    pub fn run_foreground(
+        &self,
+        image: &str,
+        opts: &RunOptions,
+        c: &CreateOptions,
+        stdin: bool,
+        warn: &mut dyn FnMut(String),
+    ) -> Result<i32, RunError> {
+        let rec = self.create(image, opts, c)?;
+        let r = monitor::run(self, &rec.id, Mode::Foreground { stdin, warn });
+        if r.is_err() && c.auto_remove {
+            let _ = self.containers().delete(&rec.id);
+        }
+        r
+    }
+
+    /// Sends a signal to the container's process.
+    pub fn kill(&self, name: &str, signal: i32) -> Result<Container, RunError> {
+        let c = self.containers().resolve(name)?;
+        if c.state.status != Some(Status::Running) || c.state.pid <= 0 {
+            return Err(
+                ContainerError::State(format!("container {} is not running", c.name)).into(),
+            );
+        }
+        // SAFETY: kill takes integers; the PID is the container's init, owned by its monitor.
+        if unsafe { libc::kill(c.state.pid, signal) } != 0 {
+            return Err(RunError::Io {
+                path: format!("pid {}", c.state.pid).into(),
+                source: std::io::Error::last_os_error(),
+            });
+        }
+        Ok(c)
+    }
+
+    /// `stop -t N`: the stop signal, then SIGKILL after the timeout.
+    pub fn stop(&self, name: &str, timeout: Duration) -> Result<Container, RunError> {
+        let c = self.containers().resolve(name)?;
+        let c = self
+            .containers()
+            .update(&c.id, |c| c.state.stopping = true)?;
+        if c.state.status != Some(Status::Running) {
+            return Ok(c);
+        }
+        let sig = c
+            .options
+            .stop_signal
+            .as_deref()
+            .and_then(signal_number)
+            .unwrap_or(libc::SIGTERM);
+        let _ = self.kill(&c.id, sig);
+        if !self.wait_until_stopped(&c.id, timeout)? {
+            let cg = cgroups::manager(&CgroupConfig {
+                name: c.id.clone(),
+                parent: c.options.cgroup_parent.clone(),
+            })?;
+            let _ = cg.kill_all(libc::SIGKILL);
+            self.wait_until_stopped(&c.id, Duration::from_secs(10))?;
+        }
+        Ok(self.containers().read(&c.id)?)
+    }
+
+    fn wait_until_stopped(&self, id: &str, timeout: Duration) -> Result<bool, RunError> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let c = match self.containers().read(id) {
+                Ok(c) => self.containers().reconcile(c),
+                // Removed (--rm): stopped.
+                Err(ContainerError::NotFound(_)) => return Ok(true),
+                Err(e) => return Err(e.into()),
+            };
+            if !matches!(
+                c.state.status,
+                Some(Status::Running | Status::Restarting | Status::Paused)
+            ) {
+                return Ok(true);
+            }
+            if Instant::now() >= deadline {
+                return Ok(false);
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// `wait`: blocks until the container stops; returns its exit code.
+    pub fn wait(&self, name: &str) -> Result<i32, RunError> {
+        let c = self.containers().resolve(name)?;
+        loop {
+            if self.wait_until_stopped(&c.id, Duration::from_secs(3600))? {
+                return Ok(self
+                    .containers()
+                    .read(&c.id)
+                    .map(|c| c.state.exit_code)
+                    .unwrap_or(c.state.exit_code));
+            }
+        }
+    }
+
+    /// `rm [-f]`: refuses a running container unless forced.
+    pub fn remove(&self, name: &str, force: bool) -> Result<Container, RunError> {
+        let c = self.containers().resolve(name)?;
+        let running = matches!(
+            c.state.status,
+            Some(Status::Running | Status::Restarting | Status::Paused)
+        );
+        if running && !force {
+            return Err(ContainerError::State(format!(
+                "cannot remove container \"/{}\": container is running: stop the container before removing or force remove",
+                c.name
+            ))
+            .into());
+        }
+        if running {
+            self.containers()
+                .update(&c.id, |c| c.state.stopping = true)?;
+        }
+        // A dead container (its monitor gone) may still have processes: the
+        // cgroup finds every one of them.
+        let cg = cgroups::manager(&CgroupConfig {
+            name: c.id.clone(),
+            parent: c.options.cgroup_parent.clone(),
+        })?;
+        let _ = cg.kill_all(libc::SIGKILL);
+        if running {
+            self.wait_until_stopped(&c.id, Duration::from_secs(10))?;
+        }
+        let _ = cg.remove();
+        self.containers().delete(&c.id)?;
+        Ok(c)
+    }
+
+    /// The log file of a container.
+    pub fn log_path(&self, name: &str) -> Result<(Container, PathBuf), RunError> {
+        let c = self.containers().resolve(name)?;
+        let p = self.containers().dir(&c.id).join("container.log");
+        Ok((c, p))
+    }
+}
+
+fn monitor_now() -> String {
+    let d = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default();
+    let base = berth_image::rfc3339(d.as_secs());
+    format!("{}.{:09}Z", base.trim_end_matches('Z'), d.subsec_nanos())
+}
+
+/// `SIGTERM`, `TERM`, `15` → 15.
+pub fn signal_number(s: &str) -> Option<i32> {
+    if let Ok(n) = s.parse::<i32>() {
+        return (n > 0 && n < 65).then_some(n);
+    }
+    let up = s.to_ascii_uppercase();
+    let name = up.strip_prefix("SIG").unwrap_or(&up);
+    Some(match name {
+        "HUP" => libc::SIGHUP,
+        "INT" => libc::SIGINT,
+        "QUIT" => libc::SIGQUIT,
+        "ILL" => libc::SIGILL,
+        "TRAP" => libc::SIGTRAP,
+        "ABRT" | "IOT" => libc::SIGABRT,
+        "BUS" => libc::SIGBUS,
+        "FPE" => libc::SIGFPE,
+        "KILL" => libc::SIGKILL,
+        "USR1" => libc::SIGUSR1,
+        "SEGV" => libc::SIGSEGV,
+        "USR2" => libc::SIGUSR2,
+        "PIPE" => libc::SIGPIPE,
+        "ALRM" => libc::SIGALRM,
+        "TERM" => libc::SIGTERM,
+        "CHLD" => libc::SIGCHLD,
+        "CONT" => libc::SIGCONT,
+        "STOP" => libc::SIGSTOP,
+        "TSTP" => libc::SIGTSTP,
+        "TTIN" => libc::SIGTTIN,
+        "TTOU" => libc::SIGTTOU,
+        "URG" => libc::SIGURG,
+        "XCPU" => libc::SIGXCPU,
+        "XFSZ" => libc::SIGXFSZ,
+        "VTALRM" => libc::SIGVTALRM,
+        "PROF" => libc::SIGPROF,
+        "WINCH" => libc::SIGWINCH,
+        "IO" | "POLL" => libc::SIGIO,
+        "PWR" => libc::SIGPWR,
+        "SYS" => libc::SIGSYS,
+        _ => return None,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn signals_and_policies() {
+        assert_eq!(signal_number("SIGTERM"), Some(15));
+        assert_eq!(signal_number("kill"), Some(9));
+        assert_eq!(signal_number("10"), Some(10));
+        assert_eq!(signal_number("NOPE"), None);
+        assert!(check_restart("on-failure:3", false).is_ok());
+        assert!(check_restart("sometimes", false).is_err());
+        assert!(check_restart("always", true).is_err());
     }
 }

@@ -12,7 +12,8 @@ use oci_spec::runtime::{
 use serde_json::Value;
 
 /// What a user asked `run` for (the subset the runtime honours so far).
-#[derive(Clone, Debug, Default)]
+#[derive(Clone, Debug, Default, serde::Serialize, serde::Deserialize)]
+#[serde(default)]
 pub struct RunOptions {
     /// Command after the image name (replaces the image's Cmd).
     pub cmd: Vec<String>,
@@ -50,6 +51,8 @@ pub struct RunOptions {
     pub ulimits: Vec<String>,
     /// `--cgroup-parent` (relative to berth's own cgroup).
     pub cgroup_parent: Option<String>,
+    /// `--stop-signal` (else the image's StopSignal, else SIGTERM).
+    pub stop_signal: Option<String>,
 }
 
 /// Parses Docker's byte sizes: `1024`, `512k`, `64m`, `1g`, `2gb` (binary units).

@@ -35,7 +35,7 @@ enum Command {
     /// Manage images.
     #[command(subcommand)]
     Image(cmd::images::ImageCommand),
-    /// Show low-level information on images.
+    /// Show low-level information on containers or images.
     Inspect(cmd::images::InspectArgs),
     /// Create a tag TARGET_IMAGE that refers to SOURCE_IMAGE.
     Tag(cmd::images::TagArgs),
@@ -47,8 +47,27 @@ enum Command {
     Save(cmd::images::SaveArgs),
     /// Import a root file system tarball as a one-layer image.
     Import(cmd::images::ImportArgs),
-    /// Run a command in a new container (foreground).
+    /// Run a command in a new container.
     Run(Box<cmd::run::RunArgs>),
+    /// Create a new container.
+    Create(Box<cmd::containers::CreateCmd>),
+    /// Start stopped containers.
+    Start(cmd::containers::StartArgs),
+    /// Stop running containers (stop signal, then SIGKILL).
+    Stop(cmd::containers::StopArgs),
+    /// Send a signal to running containers.
+    Kill(cmd::containers::KillArgs),
+    /// Remove containers.
+    Rm(cmd::containers::RmArgs),
+    /// List containers.
+    Ps(cmd::containers::PsArgs),
+    /// Show a container's output.
+    Logs(cmd::containers::LogsArgs),
+    /// Wait for containers to stop and print their exit codes.
+    Wait(cmd::containers::WaitArgs),
+    /// The per-container monitor (internal).
+    #[command(name = "__monitor", hide = true)]
+    Monitor(cmd::containers::MonitorArgs),
     /// Manage berth's state as a whole.
     #[command(subcommand)]
     System(cmd::system::SystemCommand),
@@ -81,13 +100,22 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Info(a) => s::info(&root, a),
         Command::Images(a) => i::list(&root, a),
         Command::Image(c) => i::image(&root, c),
-        Command::Inspect(a) => i::inspect(&root, a),
+        Command::Inspect(a) => i::inspect_any(&root, a),
         Command::Tag(a) => i::tag(&root, a),
         Command::Rmi(a) => i::rmi(&root, a),
         Command::Load(a) => i::load(&root, a),
         Command::Save(a) => i::save(&root, a),
         Command::Import(a) => i::import(&root, a),
         Command::Run(a) => cmd::run::run(&root, *a),
+        Command::Create(a) => cmd::containers::create(&root, *a),
+        Command::Start(a) => cmd::containers::start(&root, a),
+        Command::Stop(a) => cmd::containers::stop(&root, a),
+        Command::Kill(a) => cmd::containers::kill(&root, a),
+        Command::Rm(a) => cmd::containers::rm(&root, a),
+        Command::Ps(a) => cmd::containers::ps(&root, a),
+        Command::Logs(a) => cmd::containers::logs(&root, a),
+        Command::Wait(a) => cmd::containers::wait(&root, a),
+        Command::Monitor(a) => cmd::containers::monitor(&root, a),
         Command::System(c) => s::system(&root, c),
     }
 }

@@ -395,6 +395,16 @@ fn init(
     if let (Some(p), true) = (seccomp, nnp) {
         crate::seccomp::install(p).map_err(|e| (125, format!("seccomp: {e}")))?;
     }
+    // No descriptor of the caller beyond stdio may leak into the container.
+    // SAFETY: close_range with CLOSE_RANGE_CLOEXEC only sets flags on our own fds.
+    unsafe {
+        libc::syscall(
+            libc::SYS_close_range,
+            3u32,
+            u32::MAX,
+            libc::CLOSE_RANGE_CLOEXEC,
+        )
+    };
     let c = |s: &str| CString::new(s).map_err(|_| (125, format!("NUL byte in {s:?}")));
     let argv: Vec<CString> = args.iter().map(|a| c(a)).collect::<Result<_, _>>()?;
     let envp: Vec<CString> = env.iter().map(|a| c(a)).collect::<Result<_, _>>()?;

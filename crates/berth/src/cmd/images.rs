@@ -252,6 +252,11 @@ pub fn inspect(root: &Path, a: InspectArgs) -> anyhow::Result<ExitCode> {
     Ok(code)
 }
 
+/// Top-level `inspect`: containers first, then images.
+pub fn inspect_any(root: &Path, a: InspectArgs) -> anyhow::Result<ExitCode> {
+    super::containers::inspect(root, &a.names, a.format.as_deref())
+}
+
 pub fn tag(root: &Path, a: TagArgs) -> anyhow::Result<ExitCode> {
     engine(root)?.images().tag(&a.source, &a.target)?;
     Ok(ExitCode::SUCCESS)

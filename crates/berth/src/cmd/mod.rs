@@ -1,3 +1,4 @@
+pub mod containers;
 pub mod images;
 pub mod run;
 pub mod system;

@@ -4,6 +4,7 @@ use std::path::Path;
 use std::process::ExitCode;
 
 use berth_engine::Engine;
+use berth_engine::run::CreateOptions;
 use berth_engine::spec::RunOptions;
 use clap::Args;
 
@@ -13,9 +14,30 @@ pub struct RunArgs {
     /// Print help.
     #[arg(long, action = clap::ArgAction::Help)]
     help: Option<bool>,
-    /// Remove the container when it exits (foreground containers are always removed for now).
+    /// Run in the background and print the container ID.
+    #[arg(short, long)]
+    detach: bool,
+    /// Keep stdin attached.
+    #[arg(short, long)]
+    interactive: bool,
+    #[command(flatten)]
+    create: CreateArgs,
+}
+
+#[derive(Args)]
+pub struct CreateArgs {
+    /// Remove the container when it exits.
     #[arg(long)]
     rm: bool,
+    /// Name of the container.
+    #[arg(long)]
+    name: Option<String>,
+    /// Restart policy: no, always, unless-stopped, on-failure[:max-retries].
+    #[arg(long)]
+    restart: Option<String>,
+    /// Signal to stop the container (default: the image's, else SIGTERM).
+    #[arg(long)]
+    stop_signal: Option<String>,
     /// Set environment variables (KEY=VALUE, or KEY to pass berth's own value).
     #[arg(short, long = "env")]
     env: Vec<String>,
@@ -74,38 +96,81 @@ pub struct RunArgs {
     command: Vec<String>,
 }
 
+impl CreateArgs {
+    fn split(self) -> (String, RunOptions, CreateOptions) {
+        let opts = RunOptions {
+            cmd: self.command,
+            entrypoint: self.entrypoint,
+            env: self.env,
+            workdir: self.workdir,
+            user: self.user,
+            hostname: self.hostname,
+            read_only: self.read_only,
+            cap_add: self.cap_add,
+            cap_drop: self.cap_drop,
+            privileged: self.privileged,
+            security_opt: self.security_opt,
+            memory: self.memory,
+            memory_swap: self.memory_swap,
+            cpus: self.cpus,
+            cpu_shares: self.cpu_shares,
+            pids_limit: self.pids_limit,
+            ulimits: self.ulimit,
+            cgroup_parent: self.cgroup_parent,
+            stop_signal: self.stop_signal,
+        };
+        let c = CreateOptions {
+            name: self.name,
+            auto_remove: self.rm,
+            restart: self.restart,
+        };
+        (self.image, opts, c)
+    }
+}
+
+fn fail(msg: String, code: i32) -> anyhow::Result<ExitCode> {
+    eprintln!("berth: {msg}");
+    Ok(ExitCode::from(code as u8))
+}
+
 pub fn run(root: &Path, a: RunArgs) -> anyhow::Result<ExitCode> {
-    let fail = |msg: String, code: i32| {
-        eprintln!("berth: {msg}");
-        Ok(ExitCode::from(code as u8))
-    };
     let e = match Engine::open(root) {
         Ok(e) => e,
         Err(err) => return fail(err.to_string(), 125),
     };
-    let opts = RunOptions {
-        cmd: a.command,
-        entrypoint: a.entrypoint,
-        env: a.env,
-        workdir: a.workdir,
-        user: a.user,
-        hostname: a.hostname,
-        read_only: a.read_only,
-        cap_add: a.cap_add,
-        cap_drop: a.cap_drop,
-        privileged: a.privileged,
-        security_opt: a.security_opt,
-        memory: a.memory,
-        memory_swap: a.memory_swap,
-        cpus: a.cpus,
-        cpu_shares: a.cpu_shares,
-        pids_limit: a.pids_limit,
-        ulimits: a.ulimit,
-        cgroup_parent: a.cgroup_parent,
-    };
-    let _ = a.rm;
-    match e.run_foreground(&a.image, &opts, &mut |w| eprintln!("WARNING: {w}")) {
+    let (image, opts, c) = a.create.split();
+    if a.detach {
+        let rec = match e.create(&image, &opts, &c) {
+            Ok(r) => r,
+            Err(err) => return fail(err.to_string(), err.exit_code()),
+        };
+        return match e.start(&rec.id) {
+            Ok(_) => {
+                println!("{}", rec.id);
+                Ok(ExitCode::SUCCESS)
+            }
+            Err(err) => fail(err.to_string(), err.exit_code()),
+        };
+    }
+    match e.run_foreground(&image, &opts, &c, a.interactive, &mut |w| {
+        eprintln!("WARNING: {w}")
+    }) {
         Ok(code) => Ok(ExitCode::from(code as u8)),
+        Err(err) => fail(err.to_string(), err.exit_code()),
+    }
+}
+
+pub fn create(root: &Path, a: CreateArgs) -> anyhow::Result<ExitCode> {
+    let e = match Engine::open(root) {
+        Ok(e) => e,
+        Err(err) => return fail(err.to_string(), 125),
+    };
+    let (image, opts, c) = a.split();
+    match e.create(&image, &opts, &c) {
+        Ok(rec) => {
+            println!("{}", rec.id);
+            Ok(ExitCode::SUCCESS)
+        }
         Err(err) => fail(err.to_string(), err.exit_code()),
     }
 }

@@ -1,0 +1,511 @@
+//! Container lifecycle commands: create, start, stop, kill, rm, ps, logs,
+//! wait, inspect, and the hidden monitor entry point.
+
+use std::io::{BufRead, BufReader, Seek, Write};
+use std::os::fd::{FromRawFd, OwnedFd};
+use std::path::Path;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use berth_engine::Engine;
+use berth_engine::containers::{Container, Status};
+use berth_engine::run::signal_number;
+use clap::Args;
+use serde_json::{Value, json};
+
+use crate::output::{self, Format};
+
+#[derive(Args)]
+#[command(disable_help_flag = true)]
+pub struct CreateCmd {
+    /// Print help.
+    #[arg(long, action = clap::ArgAction::Help)]
+    help: Option<bool>,
+    #[command(flatten)]
+    pub create: super::run::CreateArgs,
+}
+
+#[derive(Args)]
+pub struct StartArgs {
+    /// Attach stdout/stderr and wait for the exit.
+    #[arg(short, long)]
+    attach: bool,
+    /// Containers to start.
+    #[arg(required = true)]
+    names: Vec<String>,
+}
+
+#[derive(Args)]
+pub struct StopArgs {
+    /// Seconds to wait before killing.
+    #[arg(short = 't', long = "time", default_value_t = 10)]
+    time: u64,
+    /// Containers to stop.
+    #[arg(required = true)]
+    names: Vec<String>,
+}
+
+#[derive(Args)]
+pub struct KillArgs {
+    /// Signal to send.
+    #[arg(short, long, default_value = "KILL")]
+    signal: String,
+    /// Containers to signal.
+    #[arg(required = true)]
+    names: Vec<String>,
+}
+
+#[derive(Args)]
+pub struct RmArgs {
+    /// Kill and remove a running container.
+    #[arg(short, long)]
+    force: bool,
+    /// Remove anonymous volumes too (none exist yet).
+    #[arg(short, long)]
+    volumes: bool,
+    /// Containers to remove.
+    #[arg(required = true)]
+    names: Vec<String>,
+}
+
+#[derive(Args)]
+pub struct PsArgs {
+    /// Show all containers (default: running only).
+    #[arg(short, long)]
+    all: bool,
+    /// Only IDs.
+    #[arg(short, long)]
+    quiet: bool,
+    /// Don't truncate.
+    #[arg(long)]
+    no_trunc: bool,
+    /// Output format: table, json, or a Go-style template.
+    #[arg(long)]
+    format: Option<String>,
+}
+
+#[derive(Args)]
+pub struct LogsArgs {
+    /// Follow the log.
+    #[arg(short, long)]
+    follow: bool,
+    /// Number of lines from the end ("all" for everything).
+    #[arg(short = 'n', long, default_value = "all")]
+    tail: String,
+    /// Show timestamps.
+    #[arg(short, long)]
+    timestamps: bool,
+    /// Only entries at or after this RFC 3339 time or Unix timestamp.
+    #[arg(long)]
+    since: Option<String>,
+    /// Container.
+    name: String,
+}
+
+#[derive(Args)]
+pub struct WaitArgs {
+    /// Containers to wait for.
+    #[arg(required = true)]
+    names: Vec<String>,
+}
+
+#[derive(Args)]
+pub struct MonitorArgs {
+    /// Container ID.
+    id: String,
+}
+
+fn engine(root: &Path) -> anyhow::Result<Engine> {
+    Ok(Engine::open(root)?)
+}
+
+fn each(names: &[String], mut f: impl FnMut(&str) -> anyhow::Result<()>) -> ExitCode {
+    let mut code = ExitCode::SUCCESS;
+    for n in names {
+        if let Err(e) = f(n) {
+            eprintln!("Error: {e}");
+            code = ExitCode::from(1);
+        }
+    }
+    code
+}
+
+pub fn create(root: &Path, a: CreateCmd) -> anyhow::Result<ExitCode> {
+    super::run::create(root, a.create)
+}
+
+pub fn start(root: &Path, a: StartArgs) -> anyhow::Result<ExitCode> {
+    let e = engine(root)?;
+    if a.attach {
+        let c = e.start(&a.names[0])?;
+        let (_, path) = e.log_path(&c.id)?;
+        follow(&e, &c.id, &path, None, false, None)?;
+        return Ok(ExitCode::from(e.wait(&c.id)? as u8));
+    }
+    Ok(each(&a.names, |n| {
+        e.start(n)?;
+        println!("{n}");
+        Ok(())
+    }))
+}
+
+pub fn stop(root: &Path, a: StopArgs) -> anyhow::Result<ExitCode> {
+    let e = engine(root)?;
+    Ok(each(&a.names, |n| {
+        e.stop(n, Duration::from_secs(a.time))?;
+        println!("{n}");
+        Ok(())
+    }))
+}
+
+pub fn kill(root: &Path, a: KillArgs) -> anyhow::Result<ExitCode> {
+    let e = engine(root)?;
+    let Some(sig) = signal_number(&a.signal) else {
+        anyhow::bail!("invalid signal: {}", a.signal);
+    };
+    Ok(each(&a.names, |n| {
+        e.kill(n, sig)?;
+        println!("{n}");
+        Ok(())
+    }))
+}
+
+pub fn rm(root: &Path, a: RmArgs) -> anyhow::Result<ExitCode> {
+    let e = engine(root)?;
+    let _ = a.volumes;
+    Ok(each(&a.names, |n| {
+        e.remove(n, a.force)?;
+        println!("{n}");
+        Ok(())
+    }))
+}
+
+pub fn wait(root: &Path, a: WaitArgs) -> anyhow::Result<ExitCode> {
+    let e = engine(root)?;
+    Ok(each(&a.names, |n| {
+        println!("{}", e.wait(n)?);
+        Ok(())
+    }))
+}
+
+fn status_text(c: &Container) -> String {
+    let since = |t: &str| output::ago(Some(t)).trim_end_matches(" ago").to_string();
+    match c.state.status {
+        Some(Status::Running) => format!("Up {}", since(&c.state.started_at)),
+        Some(Status::Paused) => format!("Up {} (Paused)", since(&c.state.started_at)),
+        Some(Status::Restarting) => format!("Restarting ({})", c.state.exit_code),
+        Some(Status::Exited) if !c.state.finished_at.is_empty() => {
+            format!(
+                "Exited ({}) {}",
+                c.state.exit_code,
+                output::ago(Some(&c.state.finished_at))
+            )
+        }
+        Some(Status::Dead) => "Dead".into(),
+        _ => "Created".into(),
+    }
+}
+
+fn state_name(c: &Container) -> String {
+    serde_json::to_value(c.state.status.unwrap_or(Status::Created))
+        .ok()
+        .and_then(|v| v.as_str().map(str::to_string))
+        .unwrap_or_default()
+}
+
+pub fn ps(root: &Path, a: PsArgs) -> anyhow::Result<ExitCode> {
+    let e = engine(root)?;
+    let mut rows = Vec::new();
+    for c in e.containers().list()? {
+        let running = matches!(
+            c.state.status,
+            Some(Status::Running | Status::Paused | Status::Restarting)
+        );
+        if !a.all && !running {
+            continue;
+        }
+        let id = if a.no_trunc {
+            c.id.clone()
+        } else {
+            c.short_id().to_string()
+        };
+        if a.quiet {
+            println!("{id}");
+            continue;
+        }
+        let mut cmd = c.args.join(" ");
+        if !a.no_trunc && cmd.len() > 20 {
+            cmd = format!("{}…", &cmd[..19]);
+        }
+        rows.push(output::row(&[
+            ("ID", id),
+            ("Image", c.image.clone()),
+            ("Command", format!("\"{cmd}\"")),
+            ("CreatedAt", c.created.clone()),
+            ("RunningFor", output::ago(Some(&c.created))),
+            ("Status", status_text(&c)),
+            ("State", state_name(&c)),
+            ("Ports", String::new()),
+            ("Names", c.name.clone()),
+        ]));
+    }
+    if a.quiet {
+        return Ok(ExitCode::SUCCESS);
+    }
+    output::print_rows(
+        &Format::parse(a.format.as_deref()),
+        &[
+            ("CONTAINER ID", "ID"),
+            ("IMAGE", "Image"),
+            ("COMMAND", "Command"),
+            ("CREATED", "RunningFor"),
+            ("STATUS", "Status"),
+            ("PORTS", "Ports"),
+            ("NAMES", "Names"),
+        ],
+        &rows,
+    );
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Docker-shaped `inspect` of a container.
+pub fn container_json(e: &Engine, c: &Container) -> Value {
+    let dir = e.containers().dir(&c.id);
+    let spec: Value = std::fs::read(dir.join("config.json"))
+        .ok()
+        .and_then(|b| serde_json::from_slice(&b).ok())
+        .unwrap_or(Value::Null);
+    let st = &c.state;
+    json!({
+        "Id": c.id,
+        "Created": c.created,
+        "Path": c.args.first().cloned().unwrap_or_default(),
+        "Args": c.args.iter().skip(1).collect::<Vec<_>>(),
+        "State": {
+            "Status": state_name(c),
+            "Running": st.status == Some(Status::Running),
+            "Paused": st.status == Some(Status::Paused),
+            "Restarting": st.status == Some(Status::Restarting),
+            "OOMKilled": st.oom_killed,
+            "Dead": st.status == Some(Status::Dead),
+            "Pid": st.pid,
+            "ExitCode": st.exit_code,
+            "Error": st.error,
+            "StartedAt": if st.started_at.is_empty() { "0001-01-01T00:00:00Z" } else { &st.started_at },
+            "FinishedAt": if st.finished_at.is_empty() { "0001-01-01T00:00:00Z" } else { &st.finished_at },
+        },
+        "Image": c.image_id,
+        "Name": format!("/{}", c.name),
+        "RestartCount": st.restart_count,
+        "LogPath": dir.join("container.log"),
+        "HostConfig": {
+            "AutoRemove": c.auto_remove,
+            "RestartPolicy": {
+                "Name": c.restart.split(':').next().unwrap_or("no"),
+                "MaximumRetryCount": c.restart.split_once(':').and_then(|(_, n)| n.parse::<u32>().ok()).unwrap_or(0),
+            },
+            "Privileged": c.options.privileged,
+            "ReadonlyRootfs": c.options.read_only,
+            "CapAdd": c.options.cap_add,
+            "CapDrop": c.options.cap_drop,
+            "SecurityOpt": c.options.security_opt,
+            "CgroupParent": c.options.cgroup_parent.clone().unwrap_or_default(),
+            "Memory": spec.pointer("/linux/resources/memory/limit").cloned().unwrap_or(json!(0)),
+            "MemorySwap": spec.pointer("/linux/resources/memory/swap").cloned().unwrap_or(json!(0)),
+            "CpuShares": spec.pointer("/linux/resources/cpu/shares").cloned().unwrap_or(json!(0)),
+            "CpuQuota": spec.pointer("/linux/resources/cpu/quota").cloned().unwrap_or(json!(0)),
+            "CpuPeriod": spec.pointer("/linux/resources/cpu/period").cloned().unwrap_or(json!(0)),
+            "PidsLimit": spec.pointer("/linux/resources/pids/limit").cloned().unwrap_or(Value::Null),
+        },
+        "GraphDriver": {
+            "Name": "overlay",
+            "Data": {
+                "UpperDir": dir.join("upper"),
+                "WorkDir": dir.join("work"),
+                "MergedDir": dir.join("rootfs"),
+            },
+        },
+        "Config": {
+            "Hostname": spec.get("hostname").cloned().unwrap_or(Value::Null),
+            "User": c.options.user.clone().unwrap_or_default(),
+            "Env": spec.pointer("/process/env").cloned().unwrap_or(json!([])),
+            "Cmd": c.args,
+            "Image": c.image,
+            "WorkingDir": spec.pointer("/process/cwd").cloned().unwrap_or(json!("/")),
+            "StopSignal": c.options.stop_signal.clone().unwrap_or_else(|| "SIGTERM".into()),
+        },
+    })
+}
+
+/// `inspect`: containers first, then images (as Docker).
+pub fn inspect(root: &Path, names: &[String], format: Option<&str>) -> anyhow::Result<ExitCode> {
+    let e = engine(root)?;
+    let mut out = Vec::new();
+    let mut code = ExitCode::SUCCESS;
+    for n in names {
+        match e.containers().resolve(n) {
+            Ok(c) => out.push(container_json(&e, &c)),
+            Err(_) => match e.images().inspect(n) {
+                Ok(v) => out.push(v),
+                Err(_) => {
+                    eprintln!("Error: No such object: {n}");
+                    code = ExitCode::from(1);
+                }
+            },
+        }
+    }
+    match format {
+        Some(t) => {
+            for v in &out {
+                println!("{}", output::template(t, v));
+            }
+        }
+        None => println!("{}", serde_json::to_string_pretty(&Value::Array(out))?),
+    }
+    Ok(code)
+}
+
+/// Prints log entries; with `follow`, keeps going until the container stops.
+fn follow(
+    e: &Engine,
+    id: &str,
+    path: &Path,
+    tail: Option<usize>,
+    timestamps: bool,
+    since: Option<i64>,
+) -> anyhow::Result<()> {
+    let print = |line: &str| {
+        let Ok(v) = serde_json::from_str::<Value>(line) else {
+            return;
+        };
+        let time = v["time"].as_str().unwrap_or("");
+        if let Some(s) = since
+            && output::parse_time(time).is_some_and(|t| t < s)
+        {
+            return;
+        }
+        let msg = v["log"].as_str().unwrap_or("");
+        let text = if timestamps {
+            format!("{time} {msg}")
+        } else {
+            msg.to_string()
+        };
+        if v["stream"] == "stderr" {
+            let _ = std::io::stderr().write_all(text.as_bytes());
+        } else {
+            let mut out = std::io::stdout().lock();
+            let _ = out.write_all(text.as_bytes());
+            let _ = out.flush();
+        }
+    };
+    let mut f = loop {
+        match std::fs::File::open(path) {
+            Ok(f) => break f,
+            Err(_) if e.containers().read(id).is_ok() => {
+                std::thread::sleep(Duration::from_millis(20))
+            }
+            Err(err) => return Err(err.into()),
+        }
+    };
+    let lines: Vec<String> = BufReader::new(&f).lines().map_while(Result::ok).collect();
+    let skip = tail.map_or(0, |n| lines.len().saturating_sub(n));
+    for l in &lines[skip..] {
+        print(l);
+    }
+    let Some(follow_id) = Some(id) else {
+        return Ok(());
+    };
+    let mut pos = f.stream_position()?;
+    let mut partial = String::new();
+    loop {
+        let running = e.containers().read(follow_id).is_ok_and(|c| {
+            matches!(
+                c.state.status,
+                Some(Status::Running | Status::Restarting | Status::Created)
+            )
+        });
+        f.seek(std::io::SeekFrom::Start(pos))?;
+        let mut r = BufReader::new(&f);
+        let mut buf = String::new();
+        while r.read_line(&mut buf)? > 0 {
+            if buf.ends_with('\n') {
+                partial.push_str(&buf);
+                print(partial.trim_end_matches('\n'));
+                partial.clear();
+            } else {
+                partial.push_str(&buf);
+            }
+            buf.clear();
+        }
+        pos = r.stream_position()?;
+        if !running {
+            return Ok(());
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+pub fn logs(root: &Path, a: LogsArgs) -> anyhow::Result<ExitCode> {
+    let e = engine(root)?;
+    let (c, path) = e.log_path(&a.name)?;
+    let tail = if a.tail == "all" {
+        None
+    } else {
+        Some(
+            a.tail
+                .parse::<usize>()
+                .map_err(|_| anyhow::anyhow!("invalid --tail value: {}", a.tail))?,
+        )
+    };
+    let since = match &a.since {
+        None => None,
+        Some(s) => Some(
+            output::parse_time(s)
+                .or_else(|| s.parse::<i64>().ok())
+                .ok_or_else(|| anyhow::anyhow!("invalid --since value: {s}"))?,
+        ),
+    };
+    if a.follow {
+        follow(&e, &c.id, &path, tail, a.timestamps, since)?;
+        return Ok(ExitCode::SUCCESS);
+    }
+    if !path.exists() {
+        return Ok(ExitCode::SUCCESS);
+    }
+    let f = std::fs::File::open(&path)?;
+    let lines: Vec<String> = BufReader::new(f).lines().map_while(Result::ok).collect();
+    let skip = tail.map_or(0, |n| lines.len().saturating_sub(n));
+    for l in &lines[skip..] {
+        let Ok(v) = serde_json::from_str::<Value>(l) else {
+            continue;
+        };
+        let time = v["time"].as_str().unwrap_or("");
+        if since.is_some_and(|s| output::parse_time(time).is_some_and(|t| t < s)) {
+            continue;
+        }
+        let msg = v["log"].as_str().unwrap_or("");
+        let text = if a.timestamps {
+            format!("{time} {msg}")
+        } else {
+            msg.to_string()
+        };
+        if v["stream"] == "stderr" {
+            eprint!("{text}");
+        } else {
+            print!("{text}");
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `berth __monitor ID`: the detached monitor; fd 3 reports the start.
+pub fn monitor(root: &Path, a: MonitorArgs) -> anyhow::Result<ExitCode> {
+    // SAFETY: `start` passes the start pipe's write end as fd 3 and nothing
+    // else in this process owns it.
+    let ready = unsafe { OwnedFd::from_raw_fd(3) };
+    // Not inherited by anything the monitor starts.
+    rustix::io::fcntl_setfd(&ready, rustix::io::FdFlags::CLOEXEC)?;
+    let e = engine(root)?;
+    let code = e.monitor(&a.id, ready)?;
+    Ok(ExitCode::from(code as u8))
+}

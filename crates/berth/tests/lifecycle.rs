@@ -1,0 +1,305 @@
+//! Container lifecycle: detached runs under a monitor, ps, logs, stop, kill,
+//! rm, wait, inspect, restart policies, and crash safety.
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::{Store, fixture};
+use serde_json::Value;
+
+fn busybox() -> Store {
+    let s = Store::new();
+    s.ok(&["load", "-q", "-i", &fixture("busybox.oci.tar")]);
+    s
+}
+
+fn inspect(s: &Store, name: &str) -> Value {
+    let v: Value = serde_json::from_str(&s.ok(&["inspect", name])).unwrap();
+    v[0].clone()
+}
+
+/// Polls until `f` holds (bounded; these are not timing assertions).
+fn eventually(what: &str, mut f: impl FnMut() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !f() {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+fn status(s: &Store, name: &str) -> String {
+    inspect(s, name)["State"]["Status"]
+        .as_str()
+        .unwrap_or("")
+        .to_string()
+}
+
+/// Nothing of the store's containers remains: mounts, cgroups, processes.
+fn assert_clean(s: &Store) {
+    let root = s.dir.path().display().to_string();
+    let mounts = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
+    assert!(!mounts.contains(&root), "mounts left: {mounts}");
+    for d in std::fs::read_dir(s.root().join("containers"))
+        .into_iter()
+        .flatten()
+        .flatten()
+    {
+        let id = d.file_name().to_string_lossy().into_owned();
+        let out = std::process::Command::new("find")
+            .args(["/sys/fs/cgroup", "-maxdepth", "6", "-name", &id])
+            .output()
+            .unwrap();
+        assert!(out.stdout.is_empty(), "cgroup left for {id}");
+    }
+}
+
+#[test]
+fn detached_run_ps_logs_stop_rm() {
+    let s = busybox();
+    let id = s.ok(&[
+        "run",
+        "-d",
+        "--name",
+        "web",
+        "busybox",
+        "sh",
+        "-c",
+        "echo hello; echo oops >&2; sleep 60",
+    ]);
+    let id = id.trim().to_string();
+    assert_eq!(id.len(), 64, "{id}");
+    eventually("running", || status(&s, "web") == "running");
+    let ps = s.ok(&["ps"]);
+    assert!(
+        ps.contains(&id[..12]) && ps.contains("web") && ps.contains("Up "),
+        "{ps}"
+    );
+    assert_eq!(s.ok(&["ps", "-q"]).trim(), &id[..12]);
+    eventually("logs", || s.run(&["logs", "web"]).stdout.contains("hello"));
+    let r = s.run(&["logs", "web"]);
+    assert_eq!(r.stdout, "hello\n");
+    assert_eq!(r.stderr, "oops\n");
+    let ts = s.ok(&["logs", "-t", "--tail", "2", &id[..8]]);
+    assert!(
+        ts.starts_with("20") && ts.trim_end().ends_with("hello"),
+        "{ts}"
+    );
+    let i = inspect(&s, "web");
+    assert_eq!(i["State"]["Running"], true);
+    assert!(i["State"]["Pid"].as_i64().unwrap() > 0);
+    assert_eq!(i["Name"], "/web");
+    // Running: rm refuses without -f.
+    let err = s.fails(&["rm", "web"]);
+    assert!(err.contains("container is running"), "{err}");
+    // sh as PID 1 ignores SIGTERM: stop escalates to SIGKILL after -t.
+    assert_eq!(s.ok(&["stop", "-t", "1", "web"]).trim(), "web");
+    let i = inspect(&s, "web");
+    assert_eq!(i["State"]["Status"], "exited");
+    assert_eq!(i["State"]["ExitCode"], 137);
+    assert!(s.ok(&["ps"]).lines().count() == 1, "only the header");
+    assert!(s.ok(&["ps", "-a"]).contains("Exited (137)"));
+    // Logs survive the container.
+    assert_eq!(s.run(&["logs", "web"]).stdout, "hello\n");
+    s.ok(&["rm", "web"]);
+    assert_eq!(s.ok(&["ps", "-a", "-q"]), "");
+    assert_clean(&s);
+}
+
+#[test]
+fn names_must_be_unique_and_valid() {
+    let s = busybox();
+    s.ok(&["create", "--name", "one", "busybox", "true"]);
+    let r = s.run(&["run", "--name", "one", "busybox", "true"]);
+    assert_eq!(r.code, 125);
+    assert!(r.stderr.contains("already in use"), "{}", r.stderr);
+    let r = s.run(&["create", "--name", "bad name", "busybox", "true"]);
+    assert_eq!(r.code, 125);
+    assert!(r.stderr.contains("Invalid container name"), "{}", r.stderr);
+    let r = s.run(&["start", "nosuch"]);
+    assert_ne!(r.code, 0);
+    assert!(
+        r.stderr.contains("No such container: nosuch"),
+        "{}",
+        r.stderr
+    );
+    assert_eq!(s.ok(&["ps", "-a", "-q"]).lines().count(), 1);
+}
+
+#[test]
+fn create_start_wait_and_exit_codes() {
+    let s = busybox();
+    let id = s
+        .ok(&["create", "busybox", "sh", "-c", "echo made; exit 3"])
+        .trim()
+        .to_string();
+    assert_eq!(status(&s, &id), "created");
+    assert!(s.ok(&["ps", "-a"]).contains("Created"));
+    s.ok(&["start", &id[..12]]);
+    assert_eq!(s.ok(&["wait", &id[..12]]).trim(), "3");
+    assert_eq!(inspect(&s, &id)["State"]["ExitCode"], 3);
+    assert_eq!(s.ok(&["logs", &id]), "made\n");
+    // start -a attaches and passes the exit code on.
+    let r = s.run(&["start", "-a", &id]);
+    assert_eq!(r.code, 3);
+    assert!(r.stdout.contains("made"), "{}", r.stdout);
+    // A missing program fails the start with 127 and is recorded.
+    let id = s.ok(&["create", "busybox", "nope"]).trim().to_string();
+    let r = s.run(&["start", &id]);
+    assert_ne!(r.code, 0);
+    assert!(r.stderr.contains("nope"), "{}", r.stderr);
+    assert_eq!(inspect(&s, &id)["State"]["ExitCode"], 127);
+    let r = s.run(&["run", "-d", "busybox", "nope"]);
+    assert_eq!(r.code, 127, "{}", r.stderr);
+}
+
+#[test]
+fn foreground_run_keeps_a_record_unless_rm() {
+    let s = busybox();
+    let r = s.run(&[
+        "run",
+        "--name",
+        "fg",
+        "busybox",
+        "sh",
+        "-c",
+        "echo out; echo err >&2; exit 5",
+    ]);
+    assert_eq!(r.code, 5);
+    assert_eq!(r.stdout, "out\n");
+    assert_eq!(r.stderr, "err\n");
+    assert_eq!(inspect(&s, "fg")["State"]["ExitCode"], 5);
+    assert_eq!(s.run(&["logs", "fg"]).stdout, "out\n");
+    s.ok(&["run", "--rm", "busybox", "true"]);
+    assert_eq!(s.ok(&["ps", "-a", "-q"]).lines().count(), 1);
+    // -i passes stdin through.
+    let r = s.run_stdin(
+        &[
+            "run",
+            "-i",
+            "--rm",
+            "busybox",
+            "sh",
+            "-c",
+            "read x; echo got $x",
+        ],
+        b"hi\n",
+    );
+    assert_eq!(r.stdout, "got hi\n");
+}
+
+#[test]
+fn detached_rm_removes_itself() {
+    let s = busybox();
+    let id = s
+        .ok(&["run", "-d", "--rm", "busybox", "sh", "-c", "exit 0"])
+        .trim()
+        .to_string();
+    eventually("auto removal", || s.run(&["inspect", &id]).code != 0);
+    assert_clean(&s);
+}
+
+#[test]
+fn kill_delivers_signals() {
+    let s = busybox();
+    s.ok(&[
+        "run",
+        "-d",
+        "--name",
+        "trap",
+        "busybox",
+        "sh",
+        "-c",
+        "trap 'echo got-usr1; exit 9' USR1; while true; do sleep 0.1; done",
+    ]);
+    eventually("running", || status(&s, "trap") == "running");
+    std::thread::sleep(Duration::from_millis(200));
+    s.ok(&["kill", "-s", "USR1", "trap"]);
+    assert_eq!(s.ok(&["wait", "trap"]).trim(), "9");
+    assert!(s.ok(&["logs", "trap"]).contains("got-usr1"));
+    let err = s.fails(&["kill", "trap"]);
+    assert!(err.contains("not running"), "{err}");
+}
+
+#[test]
+fn restart_policy_on_failure() {
+    let s = busybox();
+    s.ok(&[
+        "run",
+        "-d",
+        "--name",
+        "flaky",
+        "--restart",
+        "on-failure:2",
+        "busybox",
+        "sh",
+        "-c",
+        "echo try; exit 1",
+    ]);
+    eventually("retries exhausted", || {
+        let i = inspect(&s, "flaky");
+        i["State"]["Status"] == "exited" && i["RestartCount"] == 2
+    });
+    let tries = s.ok(&["logs", "flaky"]).matches("try").count();
+    assert_eq!(tries, 3, "first run plus two restarts");
+    let r = s.run(&["run", "--rm", "--restart", "always", "busybox", "true"]);
+    assert_eq!(r.code, 125);
+    let r = s.run(&["run", "--restart", "sometimes", "busybox", "true"]);
+    assert_eq!(r.code, 125);
+}
+
+#[test]
+fn oom_kill_is_visible_in_inspect() {
+    let s = busybox();
+    s.ok(&[
+        "run",
+        "-d",
+        "--name",
+        "hog",
+        "-m",
+        "32m",
+        "--memory-swap",
+        "32m",
+        "busybox",
+        "sh",
+        "-c",
+        "head -c 200000000 /dev/zero | tail",
+    ]);
+    assert_eq!(s.ok(&["wait", "hog"]).trim(), "137");
+    let i = inspect(&s, "hog");
+    assert_eq!(i["State"]["OOMKilled"], true, "{i}");
+    assert_eq!(i["HostConfig"]["Memory"], 32 << 20);
+}
+
+#[test]
+fn a_killed_monitor_is_reported_and_rm_f_cleans_up() {
+    let s = busybox();
+    s.ok(&["run", "-d", "--name", "orphan", "busybox", "sleep", "60"]);
+    eventually("running", || status(&s, "orphan") == "running");
+    let rec: Value = serde_json::from_slice(
+        &std::fs::read(
+            s.root()
+                .join("containers")
+                .join(inspect(&s, "orphan")["Id"].as_str().unwrap())
+                .join("record.json"),
+        )
+        .unwrap(),
+    )
+    .unwrap();
+    let monitor = rec["state"]["monitor_pid"].as_i64().unwrap() as i32;
+    let pid = rec["state"]["pid"].as_i64().unwrap() as i32;
+    // SAFETY: sending SIGKILL to the monitor this test started.
+    unsafe { libc_kill(monitor, 9) };
+    eventually("dead state", || status(&s, "orphan") == "dead");
+    assert!(s.ok(&["ps", "-a"]).contains("Dead"));
+    s.ok(&["rm", "-f", "orphan"]);
+    eventually("process gone", || {
+        !std::path::Path::new(&format!("/proc/{pid}")).exists()
+    });
+    assert_clean(&s);
+}
+
+unsafe extern "C" {
+    #[link_name = "kill"]
+    fn libc_kill(pid: i32, sig: i32) -> i32;
+}
