@@ -11,7 +11,7 @@ pub mod spec;
 use std::path::{Path, PathBuf};
 
 pub use berth_image as image;
-pub use berth_runtime::host;
+pub use berth_runtime::{cgroups, host};
 
 use berth_image::{Digest, ImageError, ImageStore, Problem, Removed};
 use serde::Serialize;

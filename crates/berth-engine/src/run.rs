@@ -393,6 +393,86 @@ impl Engine {
         Ok(c)
     }
 
+    fn cgroup_of(&self, c: &Container) -> Result<Box<dyn cgroups::CgroupManager>, RunError> {
+        Ok(cgroups::manager(&CgroupConfig {
+            name: c.id.clone(),
+            parent: c.options.cgroup_parent.clone(),
+        })?)
+    }
+
+    fn running(&self, name: &str) -> Result<Container, RunError> {
+        let c = self.containers().resolve(name)?;
+        if !matches!(c.state.status, Some(Status::Running | Status::Paused)) {
+            return Err(
+                ContainerError::State(format!("container {} is not running", c.name)).into(),
+            );
+        }
+        Ok(c)
+    }
+
+    /// `pause`: freezes every process of the container.
+    pub fn pause(&self, name: &str) -> Result<Container, RunError> {
+        let c = self.running(name)?;
+        if c.state.status == Some(Status::Paused) {
+            return Err(
+                ContainerError::State(format!("container {} is already paused", c.name)).into(),
+            );
+        }
+        self.cgroup_of(&c)?.freeze()?;
+        Ok(self
+            .containers()
+            .update(&c.id, |c| c.state.status = Some(Status::Paused))?)
+    }
+
+    /// `unpause`.
+    pub fn unpause(&self, name: &str) -> Result<Container, RunError> {
+        let c = self.running(name)?;
+        if c.state.status != Some(Status::Paused) {
+            return Err(
+                ContainerError::State(format!("container {} is not paused", c.name)).into(),
+            );
+        }
+        self.cgroup_of(&c)?.thaw()?;
+        Ok(self
+            .containers()
+            .update(&c.id, |c| c.state.status = Some(Status::Running))?)
+    }
+
+    /// cgroup statistics of a running container.
+    pub fn stats(&self, name: &str) -> Result<(Container, cgroups::Stats), RunError> {
+        let c = self.running(name)?;
+        let s = self.cgroup_of(&c)?.stats()?;
+        Ok((c, s))
+    }
+
+    /// PIDs of every process in the container.
+    pub fn pids(&self, name: &str) -> Result<Vec<i32>, RunError> {
+        let c = self.running(name)?;
+        Ok(self.cgroup_of(&c)?.pids()?)
+    }
+
+    /// `rename OLD NEW`.
+    pub fn rename(&self, name: &str, new: &str) -> Result<Container, RunError> {
+        let c = self.containers().resolve(name)?;
+        let new = self.containers().name_for(Some(new), &c.id)?;
+        Ok(self.containers().update(&c.id, |c| c.name = new)?)
+    }
+
+    /// `container prune`: removes every stopped container; returns their IDs.
+    pub fn prune_containers(&self) -> Result<Vec<String>, RunError> {
+        let mut out = Vec::new();
+        for c in self.containers().list()? {
+            if !matches!(
+                c.state.status,
+                Some(Status::Running | Status::Paused | Status::Restarting)
+            ) {
+                self.remove(&c.id, false)?;
+                out.push(c.id);
+            }
+        }
+        Ok(out)
+    }
+
     /// The log file of a container.
     pub fn log_path(&self, name: &str) -> Result<(Container, PathBuf), RunError> {
         let c = self.containers().resolve(name)?;

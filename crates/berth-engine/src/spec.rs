@@ -53,6 +53,8 @@ pub struct RunOptions {
     pub cgroup_parent: Option<String>,
     /// `--stop-signal` (else the image's StopSignal, else SIGTERM).
     pub stop_signal: Option<String>,
+    /// `--label KEY=VALUE` (on top of the image's labels).
+    pub labels: Vec<String>,
 }
 
 /// Parses Docker's byte sizes: `1024`, `512k`, `64m`, `1g`, `2gb` (binary units).

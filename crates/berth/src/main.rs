@@ -65,6 +65,19 @@ enum Command {
     Logs(cmd::containers::LogsArgs),
     /// Wait for containers to stop and print their exit codes.
     Wait(cmd::containers::WaitArgs),
+    /// Pause all processes of containers.
+    Pause(cmd::containers::NamesArgs),
+    /// Unpause containers.
+    Unpause(cmd::containers::NamesArgs),
+    /// Resource usage of containers.
+    Stats(cmd::containers::StatsArgs),
+    /// Processes of a container.
+    Top(cmd::containers::TopArgs),
+    /// Rename a container.
+    Rename(cmd::containers::RenameArgs),
+    /// Manage containers.
+    #[command(subcommand)]
+    Container(cmd::containers::ContainerCommand),
     /// The per-container monitor (internal).
     #[command(name = "__monitor", hide = true)]
     Monitor(cmd::containers::MonitorArgs),
@@ -116,6 +129,12 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Logs(a) => cmd::containers::logs(&root, a),
         Command::Wait(a) => cmd::containers::wait(&root, a),
         Command::Monitor(a) => cmd::containers::monitor(&root, a),
+        Command::Pause(a) => cmd::containers::pause(&root, a),
+        Command::Unpause(a) => cmd::containers::unpause(&root, a),
+        Command::Stats(a) => cmd::containers::stats(&root, a),
+        Command::Top(a) => cmd::containers::top(&root, a),
+        Command::Rename(a) => cmd::containers::rename(&root, a),
+        Command::Container(c) => cmd::containers::container(&root, c),
         Command::System(c) => s::system(&root, c),
     }
 }

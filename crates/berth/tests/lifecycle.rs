@@ -303,3 +303,113 @@ unsafe extern "C" {
     #[link_name = "kill"]
     fn libc_kill(pid: i32, sig: i32) -> i32;
 }
+
+#[test]
+fn pause_unpause_stats_top_rename_prune() {
+    let s = busybox();
+    s.ok(&[
+        "run",
+        "-d",
+        "--name",
+        "ticker",
+        "-m",
+        "64m",
+        "busybox",
+        "sh",
+        "-c",
+        "while true; do echo tick; sleep 0.1; done",
+    ]);
+    eventually("running", || status(&s, "ticker") == "running");
+    s.ok(&["pause", "ticker"]);
+    assert_eq!(status(&s, "ticker"), "paused");
+    assert!(s.ok(&["ps"]).contains("(Paused)"));
+    // Frozen: the log stops growing.
+    let before = s.ok(&["logs", "ticker"]).len();
+    std::thread::sleep(Duration::from_millis(400));
+    assert_eq!(
+        s.ok(&["logs", "ticker"]).len(),
+        before,
+        "a paused container wrote output"
+    );
+    let err = s.fails(&["pause", "ticker"]);
+    assert!(err.contains("already paused"), "{err}");
+    s.ok(&["unpause", "ticker"]);
+    assert_eq!(status(&s, "ticker"), "running");
+    eventually("output resumes", || {
+        s.ok(&["logs", "ticker"]).len() > before
+    });
+    let st: Value = serde_json::from_str(
+        s.ok(&["stats", "--no-stream", "--format", "json", "ticker"])
+            .lines()
+            .next()
+            .unwrap(),
+    )
+    .unwrap();
+    assert!(
+        st["MemUsage"].as_str().unwrap().ends_with("/ 67.1MB"),
+        "{st}"
+    );
+    assert!(st["PIDs"].as_str().unwrap().parse::<u32>().unwrap() >= 1);
+    let top = s.ok(&["top", "ticker"]);
+    assert!(top.lines().next().unwrap().contains("PID"), "{top}");
+    assert!(top.contains("while true"), "{top}");
+    s.ok(&["rename", "ticker", "tocker"]);
+    assert_eq!(inspect(&s, "tocker")["Name"], "/tocker");
+    assert!(s.run(&["inspect", "ticker"]).code != 0);
+    s.ok(&["create", "--name", "idle", "busybox", "true"]);
+    let out = s.ok(&["container", "prune", "-f"]);
+    assert!(out.contains("Deleted Containers:"), "{out}");
+    // The running one stays; the created one is gone.
+    assert_eq!(
+        s.ok(&["ps", "-a", "--format", "{{.Names}}"]).trim(),
+        "tocker"
+    );
+    s.ok(&["rm", "-f", "tocker"]);
+    assert_clean(&s);
+}
+
+#[test]
+fn env_file_and_labels() {
+    let s = busybox();
+    let dir = common::scratch();
+    let f = dir.path().join("env.list");
+    std::fs::write(&f, "# comment\n\nA=1\nB=two words\n").unwrap();
+    let out = s.ok(&[
+        "run",
+        "--rm",
+        "--env-file",
+        f.to_str().unwrap(),
+        "-e",
+        "A=3",
+        "busybox",
+        "sh",
+        "-c",
+        "echo $A $B",
+    ]);
+    assert_eq!(out, "3 two words\n");
+    std::fs::write(&f, "BAD LINE=1\n").unwrap();
+    let r = s.run(&[
+        "run",
+        "--rm",
+        "--env-file",
+        f.to_str().unwrap(),
+        "busybox",
+        "true",
+    ]);
+    assert_eq!(r.code, 125);
+    assert!(r.stderr.contains("env.list:1"), "{}", r.stderr);
+    s.ok(&[
+        "create",
+        "--name",
+        "lab",
+        "--label",
+        "team=core",
+        "--label",
+        "tier=db",
+        "busybox",
+        "true",
+    ]);
+    let i = inspect(&s, "lab");
+    assert_eq!(i["Config"]["Labels"]["team"], "core");
+    assert_eq!(i["Config"]["Labels"]["tier"], "db");
+}

@@ -276,6 +276,18 @@ pub fn container_json(e: &Engine, c: &Container) -> Value {
         .and_then(|b| serde_json::from_slice(&b).ok())
         .unwrap_or(Value::Null);
     let st = &c.state;
+    let mut labels = e
+        .images()
+        .resolve(&c.image_id)
+        .and_then(|img| e.images().config_json(&img))
+        .ok()
+        .and_then(|cfg| cfg.pointer("/config/Labels").cloned())
+        .and_then(|l| l.as_object().cloned())
+        .unwrap_or_default();
+    for l in &c.options.labels {
+        let (k, v) = l.split_once('=').unwrap_or((l, ""));
+        labels.insert(k.to_string(), json!(v));
+    }
     json!({
         "Id": c.id,
         "Created": c.created,
@@ -333,6 +345,7 @@ pub fn container_json(e: &Engine, c: &Container) -> Value {
             "Image": c.image,
             "WorkingDir": spec.pointer("/process/cwd").cloned().unwrap_or(json!("/")),
             "StopSignal": c.options.stop_signal.clone().unwrap_or_else(|| "SIGTERM".into()),
+            "Labels": labels,
         },
     })
 }
@@ -508,4 +521,224 @@ pub fn monitor(root: &Path, a: MonitorArgs) -> anyhow::Result<ExitCode> {
     let e = engine(root)?;
     let code = e.monitor(&a.id, ready)?;
     Ok(ExitCode::from(code as u8))
+}
+
+#[derive(Args)]
+pub struct NamesArgs {
+    /// Containers.
+    #[arg(required = true)]
+    names: Vec<String>,
+}
+
+#[derive(Args)]
+pub struct StatsArgs {
+    /// Print one sample and exit.
+    #[arg(long)]
+    no_stream: bool,
+    /// Output format: table, json, or a Go-style template.
+    #[arg(long)]
+    format: Option<String>,
+    /// Containers (default: all running).
+    names: Vec<String>,
+}
+
+#[derive(Args)]
+pub struct TopArgs {
+    /// Container.
+    name: String,
+}
+
+#[derive(Args)]
+pub struct RenameArgs {
+    /// Container.
+    name: String,
+    /// New name.
+    new_name: String,
+}
+
+#[derive(clap::Subcommand)]
+pub enum ContainerCommand {
+    /// List containers.
+    #[command(alias = "list")]
+    Ls(PsArgs),
+    /// Remove all stopped containers.
+    Prune(PruneArgs),
+}
+
+#[derive(Args)]
+pub struct PruneArgs {
+    /// Do not prompt for confirmation.
+    #[arg(short, long)]
+    force: bool,
+}
+
+pub fn pause(root: &Path, a: NamesArgs) -> anyhow::Result<ExitCode> {
+    let e = engine(root)?;
+    Ok(each(&a.names, |n| {
+        e.pause(n)?;
+        println!("{n}");
+        Ok(())
+    }))
+}
+
+pub fn unpause(root: &Path, a: NamesArgs) -> anyhow::Result<ExitCode> {
+    let e = engine(root)?;
+    Ok(each(&a.names, |n| {
+        e.unpause(n)?;
+        println!("{n}");
+        Ok(())
+    }))
+}
+
+pub fn rename(root: &Path, a: RenameArgs) -> anyhow::Result<ExitCode> {
+    engine(root)?.rename(&a.name, &a.new_name)?;
+    Ok(ExitCode::SUCCESS)
+}
+
+pub fn container(root: &Path, c: ContainerCommand) -> anyhow::Result<ExitCode> {
+    match c {
+        ContainerCommand::Ls(a) => ps(root, a),
+        ContainerCommand::Prune(a) => {
+            let e = engine(root)?;
+            if !a.force {
+                eprint!(
+                    "WARNING! This will remove all stopped containers.\nAre you sure you want to continue? [y/N] "
+                );
+                let mut line = String::new();
+                std::io::stdin().read_line(&mut line)?;
+                if !matches!(line.trim(), "y" | "Y" | "yes") {
+                    return Ok(ExitCode::SUCCESS);
+                }
+            }
+            let removed = e.prune_containers()?;
+            if !removed.is_empty() {
+                println!("Deleted Containers:");
+                for id in &removed {
+                    println!("{id}");
+                }
+                println!();
+            }
+            println!("Total reclaimed space: 0B");
+            Ok(ExitCode::SUCCESS)
+        }
+    }
+}
+
+fn stats_row(c: &Container, st: &berth_engine::cgroups::Stats) -> Value {
+    let mem = st.memory.as_ref();
+    let usage = mem.map(|m| m.usage.saturating_sub(m.cache)).unwrap_or(0);
+    let limit = mem.and_then(|m| m.limit).unwrap_or(0);
+    let pct = if limit > 0 && limit < u64::MAX / 2 {
+        usage as f64 * 100.0 / limit as f64
+    } else {
+        0.0
+    };
+    let limit_txt = if limit > 0 && limit < u64::MAX / 2 {
+        output::size(limit)
+    } else {
+        "unlimited".into()
+    };
+    output::row(&[
+        ("ID", c.short_id().to_string()),
+        ("Name", c.name.clone()),
+        (
+            "CPUTime",
+            format!(
+                "{:.2}s",
+                st.cpu.as_ref().map(|c| c.usage_ns).unwrap_or(0) as f64 / 1e9
+            ),
+        ),
+        ("MemUsage", format!("{} / {limit_txt}", output::size(usage))),
+        ("MemPerc", format!("{pct:.2}%")),
+        (
+            "PIDs",
+            st.pids.as_ref().map(|p| p.current).unwrap_or(0).to_string(),
+        ),
+    ])
+}
+
+pub fn stats(root: &Path, a: StatsArgs) -> anyhow::Result<ExitCode> {
+    let e = engine(root)?;
+    loop {
+        let names: Vec<String> = if a.names.is_empty() {
+            e.containers()
+                .list()?
+                .into_iter()
+                .filter(|c| matches!(c.state.status, Some(Status::Running | Status::Paused)))
+                .map(|c| c.id)
+                .collect()
+        } else {
+            a.names.clone()
+        };
+        let mut rows = Vec::new();
+        for n in &names {
+            let (c, st) = e.stats(n)?;
+            rows.push(stats_row(&c, &st));
+        }
+        output::print_rows(
+            &Format::parse(a.format.as_deref()),
+            &[
+                ("CONTAINER ID", "ID"),
+                ("NAME", "Name"),
+                ("CPU TIME", "CPUTime"),
+                ("MEM USAGE / LIMIT", "MemUsage"),
+                ("MEM %", "MemPerc"),
+                ("PIDS", "PIDs"),
+            ],
+            &rows,
+        );
+        if a.no_stream {
+            return Ok(ExitCode::SUCCESS);
+        }
+        std::thread::sleep(Duration::from_secs(1));
+    }
+}
+
+pub fn top(root: &Path, a: TopArgs) -> anyhow::Result<ExitCode> {
+    let e = engine(root)?;
+    let mut rows = Vec::new();
+    for pid in e.pids(&a.name)? {
+        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+        let ppid = stat
+            .rsplit(')')
+            .next()
+            .unwrap_or("")
+            .split_whitespace()
+            .nth(1)
+            .unwrap_or("?")
+            .to_string();
+        let uid = std::fs::read_to_string(format!("/proc/{pid}/status"))
+            .unwrap_or_default()
+            .lines()
+            .find_map(|l| {
+                l.strip_prefix("Uid:")
+                    .map(|u| u.split_whitespace().next().unwrap_or("?").to_string())
+            })
+            .unwrap_or_default();
+        let cmd = std::fs::read(format!("/proc/{pid}/cmdline"))
+            .map(|b| {
+                String::from_utf8_lossy(&b)
+                    .replace('\0', " ")
+                    .trim()
+                    .to_string()
+            })
+            .unwrap_or_default();
+        rows.push(output::row(&[
+            ("UID", uid),
+            ("PID", pid.to_string()),
+            ("PPID", ppid),
+            ("CMD", cmd),
+        ]));
+    }
+    output::print_rows(
+        &Format::Table,
+        &[
+            ("UID", "UID"),
+            ("PID", "PID"),
+            ("PPID", "PPID"),
+            ("CMD", "CMD"),
+        ],
+        &rows,
+    );
+    Ok(ExitCode::SUCCESS)
 }

@@ -41,6 +41,12 @@ pub struct CreateArgs {
     /// Set environment variables (KEY=VALUE, or KEY to pass berth's own value).
     #[arg(short, long = "env")]
     env: Vec<String>,
+    /// Read environment variables from a file (KEY=VALUE lines, # comments).
+    #[arg(long)]
+    env_file: Vec<std::path::PathBuf>,
+    /// Set metadata (KEY=VALUE).
+    #[arg(short, long)]
+    label: Vec<String>,
     /// Working directory inside the container.
     #[arg(short, long)]
     workdir: Option<String>,
@@ -96,12 +102,44 @@ pub struct CreateArgs {
     command: Vec<String>,
 }
 
+/// Docker's --env-file: KEY=VALUE or KEY lines; blank lines and # comments skipped.
+fn read_env_files(files: &[std::path::PathBuf]) -> anyhow::Result<Vec<String>> {
+    let mut out = Vec::new();
+    for f in files {
+        let text =
+            std::fs::read_to_string(f).map_err(|e| anyhow::anyhow!("open {}: {e}", f.display()))?;
+        for (n, line) in text.lines().enumerate() {
+            let l = line.trim_start();
+            if l.is_empty() || l.starts_with('#') {
+                continue;
+            }
+            if l.starts_with('=')
+                || l.split('=')
+                    .next()
+                    .unwrap_or("")
+                    .contains(char::is_whitespace)
+            {
+                anyhow::bail!(
+                    "{}:{}: invalid environment variable: {line}",
+                    f.display(),
+                    n + 1
+                );
+            }
+            out.push(l.to_string());
+        }
+    }
+    Ok(out)
+}
+
 impl CreateArgs {
-    fn split(self) -> (String, RunOptions, CreateOptions) {
+    fn split(self) -> anyhow::Result<(String, RunOptions, CreateOptions)> {
+        let mut env = read_env_files(&self.env_file)?;
+        env.extend(self.env);
         let opts = RunOptions {
             cmd: self.command,
             entrypoint: self.entrypoint,
-            env: self.env,
+            env,
+            labels: self.label,
             workdir: self.workdir,
             user: self.user,
             hostname: self.hostname,
@@ -124,7 +162,7 @@ impl CreateArgs {
             auto_remove: self.rm,
             restart: self.restart,
         };
-        (self.image, opts, c)
+        Ok((self.image, opts, c))
     }
 }
 
@@ -138,7 +176,10 @@ pub fn run(root: &Path, a: RunArgs) -> anyhow::Result<ExitCode> {
         Ok(e) => e,
         Err(err) => return fail(err.to_string(), 125),
     };
-    let (image, opts, c) = a.create.split();
+    let (image, opts, c) = match a.create.split() {
+        Ok(v) => v,
+        Err(err) => return fail(err.to_string(), 125),
+    };
     if a.detach {
         let rec = match e.create(&image, &opts, &c) {
             Ok(r) => r,
@@ -165,7 +206,10 @@ pub fn create(root: &Path, a: CreateArgs) -> anyhow::Result<ExitCode> {
         Ok(e) => e,
         Err(err) => return fail(err.to_string(), 125),
     };
-    let (image, opts, c) = a.split();
+    let (image, opts, c) = match a.split() {
+        Ok(v) => v,
+        Err(err) => return fail(err.to_string(), 125),
+    };
     match e.create(&image, &opts, &c) {
         Ok(rec) => {
             println!("{}", rec.id);
