@@ -7,6 +7,7 @@
 pub mod containers;
 pub mod run;
 pub mod spec;
+pub mod volumes;
 
 use std::path::{Path, PathBuf};
 
@@ -89,6 +90,11 @@ impl Engine {
     /// The container records.
     pub fn containers(&self) -> containers::Containers {
         containers::Containers::new(&self.root)
+    }
+
+    /// The volumes.
+    pub fn volumes(&self) -> volumes::Volumes {
+        volumes::Volumes::new(&self.root)
     }
 
     /// The image service: references, store, archives.

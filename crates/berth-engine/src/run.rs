@@ -151,8 +151,17 @@ impl Engine {
         let cs = self.containers();
         let dir = cs.dir(&id);
         let lower = self.images().lowerdirs(&img);
-        let spec = spec::build(&cfg, opts, &id, Path::new("rootfs"), &lower)?;
         let name = cs.name_for(c.name.as_deref(), &id)?;
+        let (user_mounts, volumes, anonymous) = self.resolve_mounts(&cfg, opts, &lower)?;
+        let spec = match spec::build(&cfg, opts, &id, Path::new("rootfs"), &lower, user_mounts) {
+            Ok(s) => s,
+            Err(e) => {
+                for v in &anonymous {
+                    let _ = self.volumes().remove(v);
+                }
+                return Err(e.into());
+            }
+        };
         let rec = Container {
             id: id.clone(),
             name,
@@ -167,6 +176,8 @@ impl Engine {
                 .unwrap_or_default(),
             auto_remove: c.auto_remove,
             restart,
+            volumes,
+            anonymous_volumes: anonymous.clone(),
             state: State {
                 status: Some(Status::Created),
                 ..Default::default()
@@ -189,9 +200,125 @@ impl Engine {
         })();
         if let Err(e) = result {
             let _ = cs.delete(&id);
+            for v in &anonymous {
+                let _ = self.volumes().remove(v);
+            }
             return Err(e);
         }
         Ok(rec)
+    }
+
+    /// Turns `-v`, `--mount`, `--tmpfs` and the image's VOLUMEs into OCI
+    /// mounts, creating (and populating) volumes as needed. Returns the
+    /// mounts, every volume used, and the anonymous ones created.
+    fn resolve_mounts(
+        &self,
+        cfg: &serde_json::Value,
+        o: &RunOptions,
+        lower: &[PathBuf],
+    ) -> Result<(Vec<oci_spec::runtime::Mount>, Vec<String>, Vec<String>), RunError> {
+        use crate::volumes::{self, MountSpec};
+        use oci_spec::runtime::MountBuilder;
+        let bad = |e: volumes::VolumeError| RunError::Spec(spec::SpecError(e.to_string()));
+        let mut specs = Vec::new();
+        for v in &o.volumes {
+            specs.push(volumes::parse_volume_flag(v).map_err(bad)?);
+        }
+        for m in &o.mounts {
+            specs.push(volumes::parse_mount_flag(m).map_err(bad)?);
+        }
+        for t in &o.tmpfs {
+            specs.push(volumes::parse_tmpfs_flag(t).map_err(bad)?);
+        }
+        // The image's VOLUMEs not covered by the user get anonymous volumes.
+        if let Some(vols) = cfg.pointer("/config/Volumes").and_then(|v| v.as_object()) {
+            for target in vols.keys() {
+                if !specs.iter().any(|s| s.target() == target) {
+                    specs.push(MountSpec::Volume {
+                        name: None,
+                        target: target.clone(),
+                        ro: false,
+                    });
+                }
+            }
+        }
+        let mut mounts = Vec::new();
+        let mut used = Vec::new();
+        let mut anonymous = Vec::new();
+        let vs = self.volumes();
+        let fail = |e: RunError, anonymous: &[String]| {
+            for v in anonymous {
+                let _ = vs.remove(v);
+            }
+            e
+        };
+        for s in specs {
+            let m = match s {
+                MountSpec::Bind { source, target, ro } => {
+                    // -v creates a missing host directory, as Docker does.
+                    if !Path::new(&source).exists() {
+                        if let Err(e) = fs::create_dir_all(&source) {
+                            return Err(fail(
+                                RunError::Io {
+                                    path: source.into(),
+                                    source: e,
+                                },
+                                &anonymous,
+                            ));
+                        }
+                    }
+                    let mut opts = vec!["rbind".to_string(), "rprivate".to_string()];
+                    if ro {
+                        opts.push("ro".into());
+                    }
+                    MountBuilder::default()
+                        .destination(target)
+                        .typ("bind")
+                        .source(source)
+                        .options(opts)
+                        .build()
+                }
+                MountSpec::Volume { name, target, ro } => {
+                    let anon = name.is_none();
+                    let v = match vs.create(name.as_deref(), &[], anon) {
+                        Ok(v) => v,
+                        Err(e) => return Err(fail(bad(e), &anonymous)),
+                    };
+                    if anon {
+                        anonymous.push(v.name.clone());
+                    }
+                    if let Err(e) = vs.populate(&v.name, lower, &target) {
+                        return Err(fail(bad(e), &anonymous));
+                    }
+                    used.push(v.name.clone());
+                    let mut opts = vec!["rbind".to_string(), "rprivate".to_string()];
+                    if ro {
+                        opts.push("ro".into());
+                    }
+                    MountBuilder::default()
+                        .destination(target)
+                        .typ("bind")
+                        .source(vs.data(&v.name))
+                        .options(opts)
+                        .build()
+                }
+                MountSpec::Tmpfs { target, options } => {
+                    let mut opts: Vec<String> =
+                        vec!["nosuid".into(), "nodev".into(), "noexec".into()];
+                    opts.extend(options);
+                    MountBuilder::default()
+                        .destination(target)
+                        .typ("tmpfs")
+                        .source("tmpfs")
+                        .options(opts)
+                        .build()
+                }
+            };
+            mounts.push(
+                m.map_err(|e| fail(RunError::Spec(spec::SpecError(e.to_string())), &anonymous))?,
+            );
+        }
+        Ok((mounts, used, anonymous))
     }
 
     /// `start`: launches the container under its own monitor process and
@@ -358,6 +485,23 @@ impl Engine {
                     .unwrap_or(c.state.exit_code));
             }
         }
+    }
+
+    /// `rm [-f] [-v]`: refuses a running container unless forced; `-v` also
+    /// removes its anonymous volumes.
+    pub fn remove_with_volumes(
+        &self,
+        name: &str,
+        force: bool,
+        volumes: bool,
+    ) -> Result<Container, RunError> {
+        let c = self.remove(name, force)?;
+        if volumes {
+            for v in &c.anonymous_volumes {
+                let _ = self.volumes().remove(v);
+            }
+        }
+        Ok(c)
     }
 
     /// `rm [-f]`: refuses a running container unless forced.

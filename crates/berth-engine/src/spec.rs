@@ -55,6 +55,12 @@ pub struct RunOptions {
     pub stop_signal: Option<String>,
     /// `--label KEY=VALUE` (on top of the image's labels).
     pub labels: Vec<String>,
+    /// `-v`/`--volume`.
+    pub volumes: Vec<String>,
+    /// `--mount`.
+    pub mounts: Vec<String>,
+    /// `--tmpfs`.
+    pub tmpfs: Vec<String>,
 }
 
 /// Parses Docker's byte sizes: `1024`, `512k`, `64m`, `1g`, `2gb` (binary units).
@@ -385,6 +391,7 @@ pub fn build(
     id: &str,
     rootfs: &Path,
     lowerdirs: &[PathBuf],
+    user_mounts: Vec<oci_spec::runtime::Mount>,
 ) -> Result<Spec, SpecError> {
     let args = command(cfg, o)?;
     let c = cfg.get("config");
@@ -519,7 +526,7 @@ pub fn build(
     } else {
         &["nosuid", "noexec", "nodev", "ro"]
     };
-    let mounts = vec![
+    let mut mounts = vec![
         mount("/proc", "proc", "proc", &["nosuid", "noexec", "nodev"]),
         mount(
             "/dev",
@@ -554,6 +561,14 @@ pub fn build(
             &["nosuid", "noexec", "nodev", "mode=1777", "size=65536k"],
         ),
     ];
+    // User mounts replace defaults at the same destination (e.g. /dev/shm).
+    mounts.retain(|m| {
+        !user_mounts
+            .iter()
+            .any(|u| u.destination() == m.destination())
+    });
+    mounts.extend(user_mounts);
+
     SpecBuilder::default()
         .version("1.0.2")
         .hostname(hostname)

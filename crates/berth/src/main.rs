@@ -78,6 +78,9 @@ enum Command {
     /// Manage containers.
     #[command(subcommand)]
     Container(cmd::containers::ContainerCommand),
+    /// Manage volumes.
+    #[command(subcommand)]
+    Volume(cmd::volumes::VolumeCommand),
     /// The per-container monitor (internal).
     #[command(name = "__monitor", hide = true)]
     Monitor(cmd::containers::MonitorArgs),
@@ -135,6 +138,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Top(a) => cmd::containers::top(&root, a),
         Command::Rename(a) => cmd::containers::rename(&root, a),
         Command::Container(c) => cmd::containers::container(&root, c),
+        Command::Volume(c) => cmd::volumes::volume(&root, c),
         Command::System(c) => s::system(&root, c),
     }
 }

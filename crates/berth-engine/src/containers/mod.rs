@@ -84,6 +84,12 @@ pub struct Container {
     pub auto_remove: bool,
     /// `--restart` policy: no, always, unless-stopped, on-failure[:N].
     pub restart: String,
+    /// Volumes it mounts (named and anonymous).
+    #[serde(default)]
+    pub volumes: Vec<String>,
+    /// Anonymous volumes created for it (removed by `rm -v` and `--rm`).
+    #[serde(default)]
+    pub anonymous_volumes: Vec<String>,
     /// Runtime state.
     pub state: State,
 }

@@ -281,8 +281,14 @@ pub fn run(engine: &Engine, id: &str, mut mode: Mode<'_>) -> Result<i32, crate::
             break code;
         }
     };
-    if cs.read(id).is_ok_and(|c| c.auto_remove) {
-        let _ = cs.delete(id);
+    if let Ok(c) = cs.read(id) {
+        if c.auto_remove {
+            let _ = cs.delete(id);
+            // --rm also removes the container's anonymous volumes, as Docker does.
+            for v in &c.anonymous_volumes {
+                let _ = engine.volumes().remove(v);
+            }
+        }
     }
     Ok(code)
 }

@@ -207,10 +207,12 @@ fn mount_one(root_fd: &OwnedFd, m: &Mount) -> io::Result<()> {
         .map_err(wrap)?;
         let extra = flags & !(libc::MS_BIND | libc::MS_REC);
         if extra != 0 {
-            // Flags on a bind mount take a remount.
+            // Flags on a bind mount take a remount, on the new mount: the old
+            // descriptor still names the directory underneath it.
+            let fresh = open_in_root(root_fd, dest, dir).map_err(wrap)?;
             mount(
                 None,
-                &target,
+                &fd_path(&fresh),
                 None,
                 libc::MS_BIND | libc::MS_REMOUNT | extra,
                 None,
@@ -228,7 +230,8 @@ fn mount_one(root_fd: &OwnedFd, m: &Mount) -> io::Result<()> {
         .map_err(wrap)?;
     }
     if propagation != 0 {
-        mount(None, &target, None, propagation, None).map_err(wrap)?;
+        let fresh = open_in_root(root_fd, dest, dir).map_err(wrap)?;
+        mount(None, &fd_path(&fresh), None, propagation, None).map_err(wrap)?;
     }
     Ok(())
 }

@@ -60,7 +60,7 @@ pub struct RmArgs {
     /// Kill and remove a running container.
     #[arg(short, long)]
     force: bool,
-    /// Remove anonymous volumes too (none exist yet).
+    /// Remove the container's anonymous volumes too.
     #[arg(short, long)]
     volumes: bool,
     /// Containers to remove.
@@ -172,9 +172,8 @@ pub fn kill(root: &Path, a: KillArgs) -> anyhow::Result<ExitCode> {
 
 pub fn rm(root: &Path, a: RmArgs) -> anyhow::Result<ExitCode> {
     let e = engine(root)?;
-    let _ = a.volumes;
     Ok(each(&a.names, |n| {
-        e.remove(n, a.force)?;
+        e.remove_with_volumes(n, a.force, a.volumes)?;
         println!("{n}");
         Ok(())
     }))

@@ -47,6 +47,15 @@ pub struct CreateArgs {
     /// Set metadata (KEY=VALUE).
     #[arg(short, long)]
     label: Vec<String>,
+    /// Bind mount or volume: /host:/ctr[:ro], name:/ctr[:ro], or /ctr.
+    #[arg(short, long = "volume")]
+    volume: Vec<String>,
+    /// Mount: type=bind|volume|tmpfs,source=…,target=…[,readonly].
+    #[arg(long)]
+    mount: Vec<String>,
+    /// tmpfs mount: /path[:options].
+    #[arg(long)]
+    tmpfs: Vec<String>,
     /// Working directory inside the container.
     #[arg(short, long)]
     workdir: Option<String>,
@@ -140,6 +149,9 @@ impl CreateArgs {
             entrypoint: self.entrypoint,
             env,
             labels: self.label,
+            volumes: self.volume,
+            mounts: self.mount,
+            tmpfs: self.tmpfs,
             workdir: self.workdir,
             user: self.user,
             hostname: self.hostname,
