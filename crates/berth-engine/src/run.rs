@@ -63,6 +63,9 @@ pub fn new_id() -> String {
     b.iter().map(|x| format!("{x:02x}")).collect()
 }
 
+/// OCI mounts, every volume used, and the anonymous volumes created.
+type ResolvedMounts = (Vec<oci_spec::runtime::Mount>, Vec<String>, Vec<String>);
+
 /// Options of `create` beyond the process: name, `--rm`, `--restart`.
 #[derive(Clone, Debug, Default)]
 pub struct CreateOptions {
@@ -216,7 +219,7 @@ impl Engine {
         cfg: &serde_json::Value,
         o: &RunOptions,
         lower: &[PathBuf],
-    ) -> Result<(Vec<oci_spec::runtime::Mount>, Vec<String>, Vec<String>), RunError> {
+    ) -> Result<ResolvedMounts, RunError> {
         use crate::volumes::{self, MountSpec};
         use oci_spec::runtime::MountBuilder;
         let bad = |e: volumes::VolumeError| RunError::Spec(spec::SpecError(e.to_string()));
@@ -256,16 +259,16 @@ impl Engine {
             let m = match s {
                 MountSpec::Bind { source, target, ro } => {
                     // -v creates a missing host directory, as Docker does.
-                    if !Path::new(&source).exists() {
-                        if let Err(e) = fs::create_dir_all(&source) {
-                            return Err(fail(
-                                RunError::Io {
-                                    path: source.into(),
-                                    source: e,
-                                },
-                                &anonymous,
-                            ));
-                        }
+                    if !Path::new(&source).exists()
+                        && let Err(e) = fs::create_dir_all(&source)
+                    {
+                        return Err(fail(
+                            RunError::Io {
+                                path: source.into(),
+                                source: e,
+                            },
+                            &anonymous,
+                        ));
                     }
                     let mut opts = vec!["rbind".to_string(), "rprivate".to_string()];
                     if ro {

@@ -281,13 +281,13 @@ pub fn run(engine: &Engine, id: &str, mut mode: Mode<'_>) -> Result<i32, crate::
             break code;
         }
     };
-    if let Ok(c) = cs.read(id) {
-        if c.auto_remove {
-            let _ = cs.delete(id);
-            // --rm also removes the container's anonymous volumes, as Docker does.
-            for v in &c.anonymous_volumes {
-                let _ = engine.volumes().remove(v);
-            }
+    if let Ok(c) = cs.read(id)
+        && c.auto_remove
+    {
+        let _ = cs.delete(id);
+        // --rm also removes the container's anonymous volumes, as Docker does.
+        for v in &c.anonymous_volumes {
+            let _ = engine.volumes().remove(v);
         }
     }
     Ok(code)
