@@ -63,6 +63,23 @@ pub fn new_id() -> String {
     b.iter().map(|x| format!("{x:02x}")).collect()
 }
 
+/// `exec` options.
+#[derive(Clone, Debug, Default)]
+pub struct ExecOptions {
+    /// Command and arguments.
+    pub cmd: Vec<String>,
+    /// `-e`.
+    pub env: Vec<String>,
+    /// `-w`.
+    pub workdir: Option<String>,
+    /// `-u`.
+    pub user: Option<String>,
+    /// `-d`.
+    pub detach: bool,
+    /// `-i`.
+    pub interactive: bool,
+}
+
 /// OCI mounts, every volume used, and the anonymous volumes created.
 type ResolvedMounts = (Vec<oci_spec::runtime::Mount>, Vec<String>, Vec<String>);
 
@@ -596,6 +613,106 @@ impl Engine {
     pub fn pids(&self, name: &str) -> Result<Vec<i32>, RunError> {
         let c = self.running(name)?;
         Ok(self.cgroup_of(&c)?.pids()?)
+    }
+
+    /// `exec`: runs `cmd` inside a running container with its capabilities,
+    /// seccomp filter and cgroup; returns the exit code (0 at once with `detach`).
+    pub fn exec(&self, name: &str, o: &ExecOptions) -> Result<i32, RunError> {
+        let c = self.running(name)?;
+        if c.state.status == Some(Status::Paused) {
+            return Err(ContainerError::State(format!(
+                "container {} is paused, unpause the container before exec",
+                c.name
+            ))
+            .into());
+        }
+        let dir = self.containers().dir(&c.id);
+        let spec: oci_spec::runtime::Spec =
+            serde_json::from_slice(&fs::read(dir.join("config.json")).map_err(|source| {
+                RunError::Io {
+                    path: dir.join("config.json"),
+                    source,
+                }
+            })?)
+            .map_err(|e| RunError::Io {
+                path: dir.join("config.json"),
+                source: std::io::Error::new(std::io::ErrorKind::InvalidData, e),
+            })?;
+        let mut process = spec
+            .process()
+            .clone()
+            .ok_or_else(|| spec::SpecError("the container has no process".into()))?;
+        if o.cmd.is_empty() {
+            return Err(spec::SpecError("exec needs a command".into()).into());
+        }
+        process.set_args(Some(o.cmd.clone()));
+        let mut env = process.env().clone().unwrap_or_default();
+        for e in &o.env {
+            let key = e.split('=').next().unwrap_or("");
+            env.retain(|x| x.split('=').next() != Some(key));
+            if e.contains('=') {
+                env.push(e.clone());
+            } else if let Ok(v) = std::env::var(e) {
+                env.push(format!("{e}={v}"));
+            }
+        }
+        process.set_env(Some(env));
+        if let Some(w) = &o.workdir {
+            process.set_cwd(w.into());
+        }
+        if let Some(u) = &o.user {
+            let img = self
+                .images()
+                .resolve(&c.image_id)
+                .map_err(EngineError::from)?;
+            let (uid, gid, _, extra) = spec::resolve_user(u, &self.images().lowerdirs(&img))?;
+            let mut user = process.user().clone();
+            user.set_uid(uid);
+            user.set_gid(gid);
+            user.set_additional_gids(Some(extra));
+            process.set_user(user);
+        }
+        let seccomp = match spec.linux().as_ref().and_then(|l| l.seccomp().as_ref()) {
+            Some(s) => Some(
+                berth_runtime::seccomp::compile(s)
+                    .map_err(|e| StartError::Setup(format!("seccomp: {e}")))?,
+            ),
+            None => None,
+        };
+        let cg = self.cgroup_of(&c)?;
+        let null = |w: bool| -> Result<Option<std::os::fd::OwnedFd>, RunError> {
+            let f = fs::OpenOptions::new()
+                .read(!w)
+                .write(w)
+                .open("/dev/null")
+                .map_err(|source| RunError::Io {
+                    path: "/dev/null".into(),
+                    source,
+                })?;
+            Ok(Some(f.into()))
+        };
+        let stdio = if o.detach {
+            [null(false)?, null(true)?, null(true)?]
+        } else if o.interactive {
+            [None, None, None]
+        } else {
+            [null(false)?, None, None]
+        };
+        let pid = berth_runtime::linux::exec::exec(
+            c.state.pid,
+            &process,
+            seccomp.as_ref(),
+            &mut |p| cg.add_process(p).map_err(|e| e.to_string()),
+            stdio,
+        )?;
+        if o.detach {
+            return Ok(0);
+        }
+        berth_runtime::linux::forward_signals(pid);
+        berth_runtime::linux::wait(pid).map_err(|source| RunError::Io {
+            path: format!("pid {pid}").into(),
+            source,
+        })
     }
 
     /// `rename OLD NEW`.

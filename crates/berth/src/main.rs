@@ -65,6 +65,8 @@ enum Command {
     Logs(cmd::containers::LogsArgs),
     /// Wait for containers to stop and print their exit codes.
     Wait(cmd::containers::WaitArgs),
+    /// Run a command in a running container.
+    Exec(cmd::containers::ExecArgs),
     /// Pause all processes of containers.
     Pause(cmd::containers::NamesArgs),
     /// Unpause containers.
@@ -132,6 +134,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Logs(a) => cmd::containers::logs(&root, a),
         Command::Wait(a) => cmd::containers::wait(&root, a),
         Command::Monitor(a) => cmd::containers::monitor(&root, a),
+        Command::Exec(a) => cmd::containers::exec(&root, a),
         Command::Pause(a) => cmd::containers::pause(&root, a),
         Command::Unpause(a) => cmd::containers::unpause(&root, a),
         Command::Stats(a) => cmd::containers::stats(&root, a),

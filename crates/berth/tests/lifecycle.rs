@@ -413,3 +413,58 @@ fn env_file_and_labels() {
     assert_eq!(i["Config"]["Labels"]["team"], "core");
     assert_eq!(i["Config"]["Labels"]["tier"], "db");
 }
+
+#[test]
+fn exec_joins_the_container() {
+    let s = busybox();
+    s.ok(&[
+        "run",
+        "-d",
+        "--name",
+        "box",
+        "--hostname",
+        "boxhost",
+        "busybox",
+        "sleep",
+        "60",
+    ]);
+    eventually("running", || status(&s, "box") == "running");
+    let out = s.ok(&["exec", "box", "sh", "-c", "hostname; echo $$; grep -E '^(CapEff|Seccomp):' /proc/self/status; ps -o pid,comm | grep -c sleep"]);
+    let l: Vec<&str> = out.lines().collect();
+    assert_eq!(l[0], "boxhost", "{out}");
+    assert_ne!(l[1], "1", "exec'd process is not PID 1: {out}");
+    assert!(out.contains("CapEff:\t00000000a80425fb"), "{out}");
+    assert!(out.contains("Seccomp:\t2"), "{out}");
+    assert_eq!(l.last().unwrap(), &"1", "sees the container's sleep: {out}");
+    let r = s.run(&["exec", "box", "sh", "-c", "exit 4"]);
+    assert_eq!(r.code, 4);
+    let out = s.ok(&[
+        "exec",
+        "-u",
+        "nobody",
+        "-w",
+        "/tmp",
+        "-e",
+        "X=1",
+        "box",
+        "sh",
+        "-c",
+        "id -u; pwd; echo $X",
+    ]);
+    assert_eq!(out, "65534\n/tmp\n1\n");
+    let r = s.run(&["exec", "box", "nosuch"]);
+    assert_eq!(r.code, 127, "{}", r.stderr);
+    let r = s.run_stdin(
+        &["exec", "-i", "box", "sh", "-c", "read x; echo got $x"],
+        b"yo\n",
+    );
+    assert_eq!(r.stdout, "got yo\n");
+    assert_eq!(s.run(&["exec", "-d", "box", "sleep", "30"]).code, 0);
+    assert!(s.ok(&["top", "box"]).contains("sleep 30"));
+    s.ok(&["stop", "-t", "0", "box"]);
+    let r = s.run(&["exec", "box", "true"]);
+    assert_ne!(r.code, 0);
+    assert!(r.stderr.contains("not running"), "{}", r.stderr);
+    s.ok(&["rm", "box"]);
+    assert_clean(&s);
+}

@@ -13,6 +13,7 @@
 //! codes: 127 for a missing program, 126 for one that cannot be executed.
 
 pub mod caps;
+pub mod exec;
 pub mod rootfs;
 
 use std::ffi::CString;

@@ -741,3 +741,46 @@ pub fn top(root: &Path, a: TopArgs) -> anyhow::Result<ExitCode> {
     );
     Ok(ExitCode::SUCCESS)
 }
+
+#[derive(Args)]
+pub struct ExecArgs {
+    /// Run in the background.
+    #[arg(short, long)]
+    detach: bool,
+    /// Keep stdin attached.
+    #[arg(short, long)]
+    interactive: bool,
+    /// Environment variables.
+    #[arg(short, long = "env")]
+    env: Vec<String>,
+    /// Working directory.
+    #[arg(short, long)]
+    workdir: Option<String>,
+    /// User: uid[:gid] or name[:group].
+    #[arg(short, long)]
+    user: Option<String>,
+    /// Container.
+    name: String,
+    /// Command and arguments.
+    #[arg(trailing_var_arg = true, allow_hyphen_values = true, required = true)]
+    command: Vec<String>,
+}
+
+pub fn exec(root: &Path, a: ExecArgs) -> anyhow::Result<ExitCode> {
+    let e = engine(root)?;
+    let o = berth_engine::run::ExecOptions {
+        cmd: a.command,
+        env: a.env,
+        workdir: a.workdir,
+        user: a.user,
+        detach: a.detach,
+        interactive: a.interactive,
+    };
+    match e.exec(&a.name, &o) {
+        Ok(code) => Ok(ExitCode::from(code as u8)),
+        Err(err) => {
+            eprintln!("berth: {err}");
+            Ok(ExitCode::from(err.exit_code() as u8))
+        }
+    }
+}
