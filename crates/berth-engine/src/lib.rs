@@ -59,6 +59,19 @@ pub struct DiskUsage {
     pub images: berth_image::ImageUsage,
 }
 
+/// What `system prune` removed.
+#[derive(Debug, Default, Serialize)]
+pub struct Pruned {
+    /// Container IDs.
+    pub containers: Vec<String>,
+    /// Volume names.
+    pub volumes: Vec<String>,
+    /// "untagged: x" / "deleted: sha256:…" lines.
+    pub images: Vec<String>,
+    /// Bytes freed from the image store.
+    pub reclaimed: u64,
+}
+
 /// The engine over one root directory.
 pub struct Engine {
     root: PathBuf,
@@ -123,6 +136,44 @@ impl Engine {
     /// `image prune [-a]`.
     pub fn prune_images(&self, all: bool) -> Result<(Vec<Removed>, u64), EngineError> {
         Ok(self.images.prune(all, &|id| self.containers_using(id))?)
+    }
+
+    /// `system prune`: stopped containers, then unused anonymous (or all)
+    /// volumes, then dangling (or all unused) images, then leftovers of
+    /// interrupted operations (ingest files, half-unpacked snapshots).
+    pub fn prune_system(
+        &self,
+        all_images: bool,
+        all_volumes: bool,
+    ) -> Result<Pruned, run::RunError> {
+        let mut p = Pruned {
+            containers: self.prune_containers()?,
+            ..Default::default()
+        };
+        let in_use: std::collections::HashSet<String> = self
+            .containers()
+            .list()?
+            .into_iter()
+            .flat_map(|c| c.volumes)
+            .collect();
+        for v in self.volumes().list() {
+            if (all_volumes || v.anonymous) && !in_use.contains(&v.name) {
+                if self.volumes().remove(&v.name).is_ok() {
+                    p.volumes.push(v.name);
+                }
+            }
+        }
+        let (removed, freed) = self.prune_images(all_images)?;
+        p.images = removed
+            .into_iter()
+            .map(|r| match r {
+                Removed::Untagged(t) => format!("untagged: {t}"),
+                Removed::Deleted(d) => format!("deleted: {d}"),
+            })
+            .collect();
+        p.reclaimed = freed;
+        self.images().clean_leftovers().map_err(EngineError::from)?;
+        Ok(p)
     }
 
     /// `system df`.

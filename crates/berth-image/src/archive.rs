@@ -278,6 +278,7 @@ impl ImageStore {
         path: &Path,
         events: &(dyn Fn(LoadEvent) + Sync),
     ) -> Result<Vec<Loaded>, ImageError> {
+        let _busy = self.ops_lock(false)?;
         let index = Index::open(path, &self.tmp)?;
         let plans = if index.has("index.json") && index.has("oci-layout") {
             self.plan_oci(&index)?

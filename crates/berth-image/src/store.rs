@@ -512,6 +512,53 @@ impl ImageStore {
         Ok(())
     }
 
+    /// Removes what interrupted operations left: ingest files, pending and
+    /// half-deleted snapshots, temporary files. Returns how many.
+    pub fn clean_leftovers(&self) -> Result<usize, ImageError> {
+        // Writers hold the operations lock shared; leftovers are only
+        // leftovers when nobody is writing.
+        let Some(_quiet) = self.ops_lock(true)? else {
+            return Ok(0);
+        };
+        let mut n = self.content.clean_ingest()?;
+        let (_, junk) = self.snapshots.list().map_err(io_at(&self.tmp))?;
+        for j in junk {
+            if fs::remove_dir_all(&j).is_ok() {
+                n += 1;
+            }
+        }
+        for e in fs::read_dir(&self.tmp).map_err(io_at(&self.tmp))?.flatten() {
+            if fs::remove_file(e.path()).is_ok() {
+                n += 1;
+            }
+        }
+        self.collect_garbage()?;
+        Ok(n)
+    }
+
+    /// Takes the operations lock: shared for writers (load, import), or
+    /// exclusive without waiting for cleaners (None when writers are active).
+    pub(crate) fn ops_lock(&self, exclusive: bool) -> Result<Option<fs::File>, ImageError> {
+        let p = self.tmp.with_file_name("ops.lock");
+        let f = fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&p)
+            .map_err(io_at(&p))?;
+        use rustix::fs::{FlockOperation, flock};
+        let op = if exclusive {
+            FlockOperation::NonBlockingLockExclusive
+        } else {
+            FlockOperation::LockShared
+        };
+        match flock(&f, op) {
+            Ok(()) => Ok(Some(f)),
+            Err(rustix::io::Errno::WOULDBLOCK) if exclusive => Ok(None),
+            Err(e) => Err(io_at(&p)(e.into())),
+        }
+    }
+
     fn disk_bytes(&self) -> Result<u64, ImageError> {
         self.meta.read(|t| -> Result<u64, ImageError> {
             let b: u64 = t.blobs()?.iter().map(|(_, r)| r.size).sum();
@@ -779,6 +826,7 @@ impl ImageStore {
         message: Option<&str>,
     ) -> Result<ImageRecord, ImageError> {
         let reference = reference.map(Reference::parse).transpose()?;
+        let _busy = self.ops_lock(false)?;
         let mut cfg = config::Config::default();
         for c in changes {
             config::apply_change(&mut cfg, c)

@@ -468,3 +468,29 @@ fn exec_joins_the_container() {
     s.ok(&["rm", "box"]);
     assert_clean(&s);
 }
+
+#[test]
+fn system_prune_removes_what_nothing_uses_and_crash_leftovers() {
+    let s = busybox();
+    s.ok(&[
+        "create", "--name", "stopped", "-v", "/anon", "busybox", "true",
+    ]);
+    s.ok(&["run", "-d", "--name", "live", "busybox", "sleep", "60"]);
+    s.ok(&["import", &fixture("busybox.rootfs.tar")]); // dangling image
+    // What a crashed load would leave behind.
+    let img = s.root().join("image");
+    std::fs::create_dir_all(img.join("snapshots/.tmp-crashed/usr")).unwrap();
+    std::fs::write(img.join("content/ingest/blob-crashed"), b"partial").unwrap();
+    let out = s.ok(&["system", "prune", "-f"]);
+    assert!(out.contains("Deleted Containers:"), "{out}");
+    assert!(out.contains("Deleted Volumes:"), "{out}");
+    assert!(out.contains("deleted: sha256:"), "{out}");
+    assert_eq!(s.ok(&["ps", "-a", "--format", "{{.Names}}"]).trim(), "live");
+    assert_eq!(s.ok(&["volume", "ls", "-q"]), "");
+    assert_eq!(s.images().len(), 1, "busybox stays: a container uses it");
+    assert!(!img.join("snapshots/.tmp-crashed").exists());
+    assert!(!img.join("content/ingest/blob-crashed").exists());
+    assert_eq!(s.ok(&["system", "check"]).trim(), "no problems found");
+    s.ok(&["rm", "-f", "live"]);
+    assert_clean(&s);
+}

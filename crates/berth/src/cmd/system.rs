@@ -31,6 +31,22 @@ pub enum SystemCommand {
     Check,
     /// Same as `berth info`.
     Info(InfoArgs),
+    /// Remove stopped containers, dangling images, unused anonymous volumes,
+    /// and leftovers of interrupted operations.
+    Prune(PruneArgs),
+}
+
+#[derive(Args)]
+pub struct PruneArgs {
+    /// Remove all unused images, not just dangling ones.
+    #[arg(short, long)]
+    all: bool,
+    /// Remove unused named volumes too.
+    #[arg(long)]
+    volumes: bool,
+    /// Do not prompt for confirmation.
+    #[arg(short, long)]
+    force: bool,
 }
 
 #[derive(Args)]
@@ -113,7 +129,48 @@ pub fn system(root: &Path, c: SystemCommand) -> anyhow::Result<ExitCode> {
         SystemCommand::Df(a) => df(root, a),
         SystemCommand::Check => check(root),
         SystemCommand::Info(a) => info(root, a),
+        SystemCommand::Prune(a) => prune(root, a),
     }
+}
+
+fn prune(root: &Path, a: PruneArgs) -> anyhow::Result<ExitCode> {
+    let e = Engine::open(root)?;
+    if !a.force {
+        eprint!(
+            "WARNING! This will remove:\n  - all stopped containers\n  - all {}images without a container\n  - unused {}volumes\nAre you sure you want to continue? [y/N] ",
+            if a.all { "" } else { "dangling " },
+            if a.volumes { "" } else { "anonymous " }
+        );
+        let mut line = String::new();
+        std::io::stdin().read_line(&mut line)?;
+        if !matches!(line.trim(), "y" | "Y" | "yes") {
+            return Ok(ExitCode::SUCCESS);
+        }
+    }
+    let r = e.prune_system(a.all, a.volumes)?;
+    if !r.containers.is_empty() {
+        println!("Deleted Containers:");
+        for c in &r.containers {
+            println!("{c}");
+        }
+        println!();
+    }
+    if !r.volumes.is_empty() {
+        println!("Deleted Volumes:");
+        for v in &r.volumes {
+            println!("{v}");
+        }
+        println!();
+    }
+    if !r.images.is_empty() {
+        println!("Deleted Images:");
+        for i in &r.images {
+            println!("{i}");
+        }
+        println!();
+    }
+    println!("Total reclaimed space: {}", output::size(r.reclaimed));
+    Ok(ExitCode::SUCCESS)
 }
 
 fn df(root: &Path, a: DfArgs) -> anyhow::Result<ExitCode> {
