@@ -157,10 +157,11 @@ impl Engine {
             .flat_map(|c| c.volumes)
             .collect();
         for v in self.volumes().list() {
-            if (all_volumes || v.anonymous) && !in_use.contains(&v.name) {
-                if self.volumes().remove(&v.name).is_ok() {
-                    p.volumes.push(v.name);
-                }
+            if (all_volumes || v.anonymous)
+                && !in_use.contains(&v.name)
+                && self.volumes().remove(&v.name).is_ok()
+            {
+                p.volumes.push(v.name);
             }
         }
         let (removed, freed) = self.prune_images(all_images)?;
