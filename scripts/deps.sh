@@ -19,6 +19,7 @@ PACKAGES=(
 	uidmap         # newuidmap/newgidmap for rootless/userns tests
 	runc           # reference OCI runtime
 	hyperfine      # benchmarks (bench/)
+	tmux           # tests driving `run -it` through a real terminal
 	ca-certificates
 )
 

@@ -61,6 +61,8 @@ pub struct RunOptions {
     pub mounts: Vec<String>,
     /// `--tmpfs`.
     pub tmpfs: Vec<String>,
+    /// `-t`: a pseudo-terminal.
+    pub tty: bool,
 }
 
 /// Parses Docker's byte sizes: `1024`, `512k`, `64m`, `1g`, `2gb` (binary units).
@@ -410,7 +412,10 @@ pub fn build(
         .filter(|u| !u.is_empty())
         .unwrap_or_else(|| "0".into());
     let (uid, gid, home, extra) = resolve_user(&user_spec, lowerdirs)?;
-    let env = environment(cfg, o, &hostname, if home.is_empty() { "/" } else { &home });
+    let mut env = environment(cfg, o, &hostname, if home.is_empty() { "/" } else { &home });
+    if o.tty && !env.iter().any(|e| e.starts_with("TERM=")) {
+        env.push("TERM=xterm".into());
+    }
     let cwd = o
         .workdir
         .clone()
@@ -484,6 +489,7 @@ pub fn build(
                 .map_err(|e| SpecError(e.to_string()))?,
         )
         .no_new_privileges(nnp)
+        .terminal(o.tty)
         .rlimits(rlimits)
         .build()
         .map_err(|e| SpecError(e.to_string()))?;

@@ -437,3 +437,70 @@ fn has_sys_resource() -> bool {
     let bits = u64::from_str_radix(bnd.trim_start_matches("CapBnd:").trim(), 16).unwrap();
     bits & (1 << 24) != 0
 }
+
+#[test]
+fn tty_gives_a_terminal_sized_like_ours() {
+    let s = busybox();
+    let out = s.ok(&[
+        "run",
+        "--rm",
+        "-t",
+        "busybox",
+        "sh",
+        "-c",
+        "[ -t 0 ] && [ -t 1 ] && echo term; echo $TERM; stty size",
+    ]);
+    // A pty turns \n into \r\n.
+    assert_eq!(out.replace("\r\n", "\n"), "term\nxterm\n24 80\n");
+    // Through a real terminal (tmux): the size follows it, stdin reaches the shell.
+    let sock = format!("berth-test-{}", std::process::id());
+    let out = s.dir.path().join("tty.out");
+    let cmd = format!(
+        "{} --root {} run --rm -it busybox sh -c 'stty size; read line; echo got:$line' > {} 2>&1",
+        env!("CARGO_BIN_EXE_berth"),
+        s.root().display(),
+        out.display()
+    );
+    let tmux = |args: &[&str]| {
+        std::process::Command::new("tmux")
+            .arg("-L")
+            .arg(&sock)
+            .args(args)
+            .status()
+            .unwrap()
+    };
+    struct Kill(String);
+    impl Drop for Kill {
+        fn drop(&mut self) {
+            let _ = std::process::Command::new("tmux")
+                .args(["-L", &self.0, "kill-server"])
+                .status();
+        }
+    }
+    let _kill = Kill(sock.clone());
+    assert!(tmux(&["new-session", "-d", "-x", "101", "-y", "33", &cmd]).success());
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    while !std::fs::read_to_string(&out)
+        .unwrap_or_default()
+        .contains("33 101")
+    {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no size: {:?}",
+            std::fs::read_to_string(&out)
+        );
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    tmux(&["send-keys", "-t", "0", "hello", "Enter"]);
+    while !std::fs::read_to_string(&out)
+        .unwrap_or_default()
+        .contains("got:hello")
+    {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no echo: {:?}",
+            std::fs::read_to_string(&out)
+        );
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+}

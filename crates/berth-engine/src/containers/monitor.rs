@@ -7,6 +7,8 @@
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Read, Write};
 use std::os::fd::OwnedFd;
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
@@ -178,11 +180,31 @@ pub fn run(engine: &Engine, id: &str, mut mode: Mode<'_>) -> Result<i32, crate::
             cleanup(cg.as_ref());
             return Err(e.into());
         }
-        let (out_r, out_w) = std::io::pipe().map_err(io_err(&dir))?;
-        let (err_r, err_w) = std::io::pipe().map_err(io_err(&dir))?;
-        let stdin: Option<OwnedFd> = match &mode {
-            Mode::Foreground { stdin: true, .. } => None,
-            _ => Some(File::open("/dev/null").map_err(io_err(&dir))?.into()),
+        let tty = spec
+            .process()
+            .as_ref()
+            .and_then(|p| p.terminal())
+            .unwrap_or(false);
+        let interactive = matches!(mode, Mode::Foreground { stdin: true, .. });
+        // With -t the process gets a pty slave as stdin/stdout/stderr and we
+        // keep the master; without, two pipes (stdout, stderr).
+        let (streams, stdio) = if tty {
+            let (master, slave) = open_pty().map_err(io_err(&dir))?;
+            let s0 = slave.try_clone().map_err(io_err(&dir))?;
+            let s1 = slave.try_clone().map_err(io_err(&dir))?;
+            (Streams::Tty(master), [Some(s0), Some(s1), Some(slave)])
+        } else {
+            let (out_r, out_w) = std::io::pipe().map_err(io_err(&dir))?;
+            let (err_r, err_w) = std::io::pipe().map_err(io_err(&dir))?;
+            let stdin: Option<OwnedFd> = if interactive {
+                None
+            } else {
+                Some(File::open("/dev/null").map_err(io_err(&dir))?.into())
+            };
+            (
+                Streams::Pipes(out_r.into(), err_r.into()),
+                [stdin, Some(out_w.into()), Some(err_w.into())],
+            )
         };
         let mut warnings = Vec::new();
         let started = linux::spawn(SpawnOptions {
@@ -191,7 +213,7 @@ pub fn run(engine: &Engine, id: &str, mut mode: Mode<'_>) -> Result<i32, crate::
             overlay: Some(overlay.clone()),
             before_start: &mut |pid| cg.add_process(pid).map_err(|e| e.to_string()),
             warn: &mut |w| warnings.push(w),
-            stdio: [stdin, Some(out_w.into()), Some(err_w.into())],
+            stdio,
         });
         for w in warnings {
             match &mut mode {
@@ -240,12 +262,11 @@ pub fn run(engine: &Engine, id: &str, mut mode: Mode<'_>) -> Result<i32, crate::
             linux::forward_signals(pid);
         }
         let ran_since = Instant::now();
-        relay(
-            out_r.into(),
-            err_r.into(),
-            &mut log,
-            matches!(mode, Mode::Foreground { .. }),
-        );
+        let foreground = matches!(mode, Mode::Foreground { .. });
+        match streams {
+            Streams::Pipes(out, err) => relay(out, err, &mut log, foreground),
+            Streams::Tty(master) => relay_tty(master, &mut log, foreground, interactive),
+        }
         let _ = log.flush();
         let code = linux::wait(pid).map_err(io_err(&dir))?;
         let oom = cg
@@ -297,6 +318,144 @@ fn io_err(p: &Path) -> impl Fn(io::Error) -> crate::run::RunError + '_ {
     move |source| crate::run::RunError::Io {
         path: p.to_path_buf(),
         source,
+    }
+}
+
+/// The container's output channels.
+enum Streams {
+    /// stdout and stderr pipes.
+    Pipes(OwnedFd, OwnedFd),
+    /// The pty master (stdout and stderr are one stream).
+    Tty(OwnedFd),
+}
+
+/// A new pty pair: (master, slave), sized like our own terminal if we have one.
+fn open_pty() -> io::Result<(OwnedFd, OwnedFd)> {
+    use rustix::pty::{OpenptFlags, grantpt, openpt, ptsname, unlockpt};
+    let master = openpt(OpenptFlags::RDWR | OpenptFlags::NOCTTY | OpenptFlags::CLOEXEC)?;
+    grantpt(&master)?;
+    unlockpt(&master)?;
+    let name = ptsname(&master, Vec::new())?;
+    let slave: OwnedFd = OpenOptions::new()
+        .read(true)
+        .write(true)
+        .custom_flags(libc::O_NOCTTY)
+        .open(std::ffi::OsStr::from_bytes(name.as_bytes()))?
+        .into();
+    if rustix::termios::tcgetwinsize(io::stdin())
+        .or_else(|_| rustix::termios::tcgetwinsize(io::stdout()))
+        .is_err()
+    {
+        // No terminal of ours to follow: a classic 24x80.
+        let ws = rustix::termios::Winsize {
+            ws_row: 24,
+            ws_col: 80,
+            ws_xpixel: 0,
+            ws_ypixel: 0,
+        };
+        let _ = rustix::termios::tcsetwinsize(&master, ws);
+    }
+    copy_winsize(&master);
+    Ok((master, slave))
+}
+
+/// Copies our terminal's window size (stdin or stdout) to the pty.
+fn copy_winsize(master: &OwnedFd) {
+    use rustix::termios::{tcgetwinsize, tcsetwinsize};
+    let ws = tcgetwinsize(io::stdin()).or_else(|_| tcgetwinsize(io::stdout()));
+    if let Ok(ws) = ws {
+        let _ = tcsetwinsize(master, ws);
+    }
+}
+
+static WINCH: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+extern "C" fn on_winch(_: libc::c_int) {
+    WINCH.store(true, std::sync::atomic::Ordering::Relaxed);
+}
+
+/// Puts our stdin terminal into raw mode until dropped.
+struct RawMode(Option<rustix::termios::Termios>);
+
+impl RawMode {
+    fn enter() -> RawMode {
+        use rustix::termios::{OptionalActions, tcgetattr, tcsetattr};
+        let Ok(orig) = tcgetattr(io::stdin()) else {
+            return RawMode(None);
+        };
+        let mut raw = orig.clone();
+        raw.make_raw();
+        let _ = tcsetattr(io::stdin(), OptionalActions::Now, &raw);
+        RawMode(Some(orig))
+    }
+}
+
+impl Drop for RawMode {
+    fn drop(&mut self) {
+        if let Some(t) = &self.0 {
+            let _ =
+                rustix::termios::tcsetattr(io::stdin(), rustix::termios::OptionalActions::Now, t);
+        }
+    }
+}
+
+/// Copies the pty's output to the log (and our stdout), our stdin to the pty
+/// when interactive, and our window size changes to it, until the pty closes.
+fn relay_tty(master: OwnedFd, log: &mut Log, echo: bool, interactive: bool) {
+    let _raw = (echo && interactive && rustix::termios::isatty(io::stdin())).then(RawMode::enter);
+    if echo {
+        // SAFETY: the handler only stores to an atomic.
+        unsafe { libc::signal(libc::SIGWINCH, on_winch as *const () as libc::sighandler_t) };
+    }
+    let mut m = File::from(master);
+    let mut stdin_open = echo && interactive;
+    let mut buf = vec![0u8; 64 << 10];
+    loop {
+        if WINCH.swap(false, std::sync::atomic::Ordering::Relaxed)
+            && let Ok(fd) = m.try_clone()
+        {
+            copy_winsize(&OwnedFd::from(fd));
+        }
+        let stdin = io::stdin();
+        let mut polls = vec![rustix::event::PollFd::new(&m, rustix::event::PollFlags::IN)];
+        if stdin_open {
+            polls.push(rustix::event::PollFd::new(
+                &stdin,
+                rustix::event::PollFlags::IN,
+            ));
+        }
+        let timeout = rustix::event::Timespec {
+            tv_sec: 0,
+            tv_nsec: 200_000_000,
+        };
+        match rustix::event::poll(&mut polls, Some(&timeout)) {
+            Ok(_) | Err(rustix::io::Errno::INTR) => {}
+            Err(_) => break,
+        }
+        let master_ready = !polls[0].revents().is_empty();
+        let stdin_ready = polls.get(1).is_some_and(|p| !p.revents().is_empty());
+        drop(polls);
+        if master_ready {
+            match m.read(&mut buf) {
+                // EIO: every slave descriptor is closed — the container is gone.
+                Ok(0) | Err(_) => break,
+                Ok(n) => {
+                    let _ = log.write(0, &buf[..n]);
+                    if echo {
+                        let mut out = io::stdout().lock();
+                        let _ = out.write_all(&buf[..n]).and_then(|_| out.flush());
+                    }
+                }
+            }
+        }
+        if stdin_ready {
+            match io::stdin().lock().read(&mut buf) {
+                Ok(0) | Err(_) => stdin_open = false,
+                Ok(n) => {
+                    let _ = m.write_all(&buf[..n]);
+                }
+            }
+        }
     }
 }
 

@@ -318,6 +318,13 @@ fn init(
     rustix::io::fcntl_setfd(err_pipe, rustix::io::FdFlags::CLOEXEC).map_err(|e| setup(e.into()))?;
     // SAFETY: setsid takes no arguments; it only fails if we already lead a group.
     unsafe { libc::setsid() };
+    if process.terminal().unwrap_or(false) {
+        // The pty slave on stdin becomes our controlling terminal.
+        // SAFETY: TIOCSCTTY takes an integer argument; fd 0 is ours.
+        if unsafe { libc::ioctl(0, libc::TIOCSCTTY, 0) } != 0 {
+            return Err(setup(rootfs::at("TIOCSCTTY", io::Error::last_os_error())));
+        }
+    }
     rootfs::setup(spec, rootfs, overlay).map_err(setup)?;
     // Docker creates a missing working directory, as root (a read-only root cannot).
     let _ = std::fs::create_dir_all(process.cwd());

@@ -44,6 +44,9 @@ pub struct CreateArgs {
     /// Read environment variables from a file (KEY=VALUE lines, # comments).
     #[arg(long)]
     env_file: Vec<std::path::PathBuf>,
+    /// Allocate a pseudo-terminal.
+    #[arg(short, long)]
+    tty: bool,
     /// Set metadata (KEY=VALUE).
     #[arg(short, long)]
     label: Vec<String>,
@@ -149,6 +152,7 @@ impl CreateArgs {
             entrypoint: self.entrypoint,
             env,
             labels: self.label,
+            tty: self.tty,
             volumes: self.volume,
             mounts: self.mount,
             tmpfs: self.tmpfs,
