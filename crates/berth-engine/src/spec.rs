@@ -63,6 +63,8 @@ pub struct RunOptions {
     pub tmpfs: Vec<String>,
     /// `-t`: a pseudo-terminal.
     pub tty: bool,
+    /// `--init`: an init process as PID 1 that reaps zombies and forwards signals.
+    pub init: bool,
 }
 
 /// Parses Docker's byte sizes: `1024`, `512k`, `64m`, `1g`, `2gb` (binary units).
@@ -575,8 +577,16 @@ pub fn build(
     });
     mounts.extend(user_mounts);
 
+    let mut annotations = std::collections::HashMap::new();
+    if o.init {
+        annotations.insert(
+            berth_runtime::linux::INIT_ANNOTATION.to_string(),
+            "true".to_string(),
+        );
+    }
     SpecBuilder::default()
         .version("1.0.2")
+        .annotations(annotations)
         .hostname(hostname)
         .root(
             RootBuilder::default()

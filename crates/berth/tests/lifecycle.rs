@@ -494,3 +494,46 @@ fn system_prune_removes_what_nothing_uses_and_crash_leftovers() {
     s.ok(&["rm", "-f", "live"]);
     assert_clean(&s);
 }
+
+#[test]
+fn init_reaps_and_forwards_signals() {
+    let s = busybox();
+    // PID 1 is berth's init; the program runs as its child.
+    let out = s.ok(&[
+        "run",
+        "--rm",
+        "--init",
+        "busybox",
+        "sh",
+        "-c",
+        "echo $$; cat /proc/1/cmdline | tr '\\0' ' '",
+    ]);
+    let l: Vec<&str> = out.lines().collect();
+    assert_eq!(l[0], "2", "{out}");
+    // Without --init, sh as PID 1 ignores SIGTERM and stop must SIGKILL (137);
+    // with it, SIGTERM reaches sleep, which dies of it (143).
+    s.ok(&[
+        "run", "-d", "--name", "ini", "--init", "busybox", "sleep", "60",
+    ]);
+    eventually("running", || status(&s, "ini") == "running");
+    s.ok(&["stop", "-t", "10", "ini"]);
+    assert_eq!(inspect(&s, "ini")["State"]["ExitCode"], 143);
+    // Orphans are reaped: no zombie survives under the init.
+    s.ok(&[
+        "run",
+        "-d",
+        "--name",
+        "reap",
+        "--init",
+        "busybox",
+        "sh",
+        "-c",
+        "(sleep 0.1 &) ; sleep 60",
+    ]);
+    eventually("running", || status(&s, "reap") == "running");
+    std::thread::sleep(Duration::from_millis(500));
+    let ps = s.ok(&["exec", "reap", "ps", "-o", "stat,comm"]);
+    assert!(!ps.lines().any(|l| l.trim_start().starts_with('Z')), "{ps}");
+    s.ok(&["rm", "-f", "ini", "reap"]);
+    assert_clean(&s);
+}

@@ -214,6 +214,7 @@ pub fn run(engine: &Engine, id: &str, mut mode: Mode<'_>) -> Result<i32, crate::
             before_start: &mut |pid| cg.add_process(pid).map_err(|e| e.to_string()),
             warn: &mut |w| warnings.push(w),
             stdio,
+            oci: None,
         });
         for w in warnings {
             match &mut mode {

@@ -14,6 +14,7 @@
 
 pub mod caps;
 pub mod exec;
+pub mod oci;
 pub mod rootfs;
 
 use std::ffi::CString;
@@ -65,6 +66,9 @@ pub struct SpawnOptions<'a> {
     /// File descriptors to become the process's stdin, stdout and stderr;
     /// `None` keeps the caller's.
     pub stdio: [Option<std::os::fd::OwnedFd>; 3],
+    /// The OCI runtime CLI's extras (exec FIFO gate, console socket);
+    /// `None` for berth's own containers.
+    pub oci: Option<oci::InitOptions>,
 }
 
 /// Namespace flags the spec asks for.
@@ -76,6 +80,10 @@ fn clone_flags(spec: &Spec) -> Result<libc::c_int, StartError> {
         .and_then(|l| l.namespaces().clone())
         .unwrap_or_default()
     {
+        if ns.path().is_some() && oci::joinable(ns.typ()) {
+            // Joined by path in the child (see `oci::open_namespaces`).
+            continue;
+        }
         if ns.path().is_some() {
             return Err(StartError::Setup(format!(
                 "joining an existing {:?} namespace is not supported yet",
@@ -177,6 +185,7 @@ pub fn spawn(opts: SpawnOptions<'_>) -> Result<i32, StartError> {
         )));
     }
     let flags = clone_flags(opts.spec)?;
+    let joins = oci::open_namespaces(opts.spec)?;
     let process = opts
         .spec
         .process()
@@ -238,6 +247,8 @@ pub fn spawn(opts: SpawnOptions<'_>) -> Result<i32, StartError> {
             seccomp.as_ref(),
             go_r,
             err_w,
+            &joins,
+            opts.oci.as_ref(),
         );
     }
     let pid = pid as i32;
@@ -286,6 +297,8 @@ fn child(
     seccomp: Option<&crate::seccomp::Program>,
     mut go: std::io::PipeReader,
     mut err: std::io::PipeWriter,
+    joins: &[(std::os::fd::OwnedFd, libc::c_int)],
+    oci: Option<&oci::InitOptions>,
 ) -> ! {
     let mut b = [0u8; 1];
     if go.read_exact(&mut b).is_err() {
@@ -293,7 +306,7 @@ fn child(
         // SAFETY: _exit is always safe to call.
         unsafe { libc::_exit(125) };
     }
-    let (code, msg) = match init(spec, rootfs, overlay, rlimits, seccomp, &err) {
+    let (code, msg) = match init(spec, rootfs, overlay, rlimits, seccomp, &err, joins, oci) {
         Ok(never) => match never {},
         Err((code, msg)) => (code, msg),
     };
@@ -311,11 +324,14 @@ fn init(
     rlimits: &[(i32, u64, u64)],
     seccomp: Option<&crate::seccomp::Program>,
     err_pipe: &std::io::PipeWriter,
+    joins: &[(std::os::fd::OwnedFd, libc::c_int)],
+    oci: Option<&oci::InitOptions>,
 ) -> Result<Never, (i32, String)> {
     let setup = |e: io::Error| (125, e.to_string());
     let process = spec.process().as_ref().expect("checked by spawn");
     // The error pipe must not leak into the user's program.
     rustix::io::fcntl_setfd(err_pipe, rustix::io::FdFlags::CLOEXEC).map_err(|e| setup(e.into()))?;
+    oci::join_namespaces(joins).map_err(setup)?;
     // SAFETY: setsid takes no arguments; it only fails if we already lead a group.
     unsafe { libc::setsid() };
     if process.terminal().unwrap_or(false) {
@@ -326,6 +342,9 @@ fn init(
         }
     }
     rootfs::setup(spec, rootfs, overlay).map_err(setup)?;
+    if let Some(sock) = oci.and_then(|o| o.console_socket.as_ref()) {
+        oci::setup_console(sock, process).map_err(setup)?;
+    }
     // Docker creates a missing working directory, as root (a read-only root cannot).
     let _ = std::fs::create_dir_all(process.cwd());
     if let Some(h) = spec.hostname() {
@@ -400,6 +419,9 @@ fn init(
         .first()
         .ok_or((125, "the process has no arguments".to_string()))?;
     let path = resolve(prog, &env)?;
+    if let Some(fifo) = oci.and_then(|o| o.exec_fifo.as_ref()) {
+        oci::wait_for_start(fifo, err_pipe).map_err(setup)?;
+    }
     if let (Some(p), true) = (seccomp, nnp) {
         crate::seccomp::install(p).map_err(|e| (125, format!("seccomp: {e}")))?;
     }
@@ -422,6 +444,13 @@ fn init(
     envp_p.push(std::ptr::null());
     let path_c =
         CString::new(path.as_os_str().as_bytes()).map_err(|_| (125, "NUL in path".into()))?;
+    if spec
+        .annotations()
+        .as_ref()
+        .is_some_and(|a| a.get(INIT_ANNOTATION).is_some_and(|v| v == "true"))
+    {
+        run_as_init(err_pipe);
+    }
     // SAFETY: all three arrays are NUL-terminated and point at CStrings alive
     // for the call; execve only returns on failure.
     unsafe { libc::execve(path_c.as_ptr(), argv_p.as_ptr(), envp_p.as_ptr()) };
@@ -431,6 +460,49 @@ fn init(
         _ => 126,
     };
     Err((code, format!("exec {prog:?}: {e}")))
+}
+
+/// Spec annotation asking for an init process (`run --init`).
+pub const INIT_ANNOTATION: &str = "io.berth.init";
+
+/// `--init`: forks; the child returns to exec the user's program, while this
+/// process stays PID 1 of the container — already inside it, with its user,
+/// capabilities and seccomp filter — forwarding signals to the program,
+/// reaping every orphan, and exiting with the program's status. No init
+/// binary has to exist in the image.
+fn run_as_init(err_pipe: &std::io::PipeWriter) {
+    // SAFETY: fork in the single-threaded container init.
+    let child = unsafe { libc::fork() };
+    if child <= 0 {
+        // The child (or a failed fork) goes on to execve.
+        return;
+    }
+    // The spawner waits for EOF on the error pipe, the monitor's caller on
+    // its start pipe: this process never execs, so it closes every
+    // descriptor but stdio itself (including our copy of the error pipe).
+    let _ = err_pipe;
+    // SAFETY: close_range on our own descriptor table; this process never
+    // returns to the frames owning them (it leaves through _exit below).
+    unsafe { libc::syscall(libc::SYS_close_range, 3u32, u32::MAX, 0u32) };
+    forward_signals(child);
+    loop {
+        let mut status = 0;
+        // SAFETY: waitpid writes the status into our local.
+        let pid = unsafe { libc::waitpid(-1, &mut status, 0) };
+        if pid == child {
+            let code = if libc::WIFEXITED(status) {
+                libc::WEXITSTATUS(status)
+            } else {
+                128 + libc::WTERMSIG(status)
+            };
+            // SAFETY: _exit is always safe.
+            unsafe { libc::_exit(code) };
+        }
+        if pid < 0 && io::Error::last_os_error().raw_os_error() == Some(libc::ECHILD) {
+            // SAFETY: _exit is always safe.
+            unsafe { libc::_exit(0) };
+        }
+    }
 }
 
 /// Finds the program the way execvp would, in the container's PATH.

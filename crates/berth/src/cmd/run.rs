@@ -44,6 +44,9 @@ pub struct CreateArgs {
     /// Read environment variables from a file (KEY=VALUE lines, # comments).
     #[arg(long)]
     env_file: Vec<std::path::PathBuf>,
+    /// Run an init inside the container that forwards signals and reaps processes.
+    #[arg(long)]
+    init: bool,
     /// Allocate a pseudo-terminal.
     #[arg(short, long)]
     tty: bool,
@@ -153,6 +156,7 @@ impl CreateArgs {
             env,
             labels: self.label,
             tty: self.tty,
+            init: self.init,
             volumes: self.volume,
             mounts: self.mount,
             tmpfs: self.tmpfs,
