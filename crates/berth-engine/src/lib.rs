@@ -5,6 +5,7 @@
 //! "which containers use this image" before an image is removed.
 
 pub mod containers;
+pub mod copy;
 pub mod run;
 pub mod spec;
 pub mod volumes;

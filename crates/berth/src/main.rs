@@ -67,6 +67,8 @@ enum Command {
     Wait(cmd::containers::WaitArgs),
     /// Run a command in a running container.
     Exec(cmd::containers::ExecArgs),
+    /// Copy files between a container and the host.
+    Cp(cmd::containers::CpArgs),
     /// Pause all processes of containers.
     Pause(cmd::containers::NamesArgs),
     /// Unpause containers.
@@ -83,6 +85,8 @@ enum Command {
     /// Manage volumes.
     #[command(subcommand)]
     Volume(cmd::volumes::VolumeCommand),
+    /// runc-compatible OCI runtime (also installed as `berth-runtime`).
+    Runtime(cmd::runtime::Passthrough),
     /// The per-container monitor (internal).
     #[command(name = "__monitor", hide = true)]
     Monitor(cmd::containers::MonitorArgs),
@@ -92,6 +96,11 @@ enum Command {
 }
 
 fn main() -> ExitCode {
+    // `berth runtime …` and a binary named `berth-runtime`: the runc-compatible
+    // OCI runtime, whose own flags (its --root above all) are not berth's.
+    if let Some(args) = cmd::runtime::argv() {
+        return cmd::runtime::main(args);
+    }
     let cli = match Cli::try_parse() {
         Ok(c) => c,
         Err(e) => {
@@ -134,7 +143,9 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Logs(a) => cmd::containers::logs(&root, a),
         Command::Wait(a) => cmd::containers::wait(&root, a),
         Command::Monitor(a) => cmd::containers::monitor(&root, a),
+        Command::Runtime(a) => a.run(),
         Command::Exec(a) => cmd::containers::exec(&root, a),
+        Command::Cp(a) => cmd::containers::cp(&root, a),
         Command::Pause(a) => cmd::containers::pause(&root, a),
         Command::Unpause(a) => cmd::containers::unpause(&root, a),
         Command::Stats(a) => cmd::containers::stats(&root, a),

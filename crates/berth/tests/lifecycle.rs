@@ -537,3 +537,68 @@ fn init_reaps_and_forwards_signals() {
     s.ok(&["rm", "-f", "ini", "reap"]);
     assert_clean(&s);
 }
+
+#[test]
+fn cp_both_directions_and_never_out_of_the_container() {
+    let s = busybox();
+    let host = common::scratch();
+    let h = host.path();
+    std::fs::create_dir_all(h.join("dir/sub")).unwrap();
+    std::fs::write(h.join("dir/a"), "a\n").unwrap();
+    std::fs::write(h.join("dir/sub/b"), "b\n").unwrap();
+    std::fs::write(h.join("file"), "f\n").unwrap();
+    s.ok(&[
+        "run",
+        "-d",
+        "--name",
+        "cpx",
+        "busybox",
+        "sh",
+        "-c",
+        "mkdir /data; echo inner > /data/x; ln -s / /escape; sleep 60",
+    ]);
+    eventually("ready", || {
+        s.run(&["exec", "cpx", "test", "-e", "/escape"]).code == 0
+    });
+    // Out of the container: a directory, a file.
+    s.ok(&["cp", "cpx:/data", h.join("out").to_str().unwrap()]);
+    assert_eq!(std::fs::read_to_string(h.join("out/x")).unwrap(), "inner\n");
+    s.ok(&["cp", "cpx:/data/x", h.join("dir").to_str().unwrap()]);
+    assert_eq!(std::fs::read_to_string(h.join("dir/x")).unwrap(), "inner\n");
+    // A symlink to / inside the container resolves to the container's root.
+    s.ok(&[
+        "cp",
+        "cpx:/escape/etc/passwd",
+        h.join("pw").to_str().unwrap(),
+    ]);
+    let container_passwd = s.ok(&["exec", "cpx", "cat", "/etc/passwd"]);
+    assert_eq!(
+        std::fs::read_to_string(h.join("pw")).unwrap(),
+        container_passwd
+    );
+    // Into the container: into a directory, and as a new name.
+    s.ok(&["cp", h.join("dir").to_str().unwrap(), "cpx:/tmp/"]);
+    assert_eq!(s.ok(&["exec", "cpx", "cat", "/tmp/dir/sub/b"]), "b\n");
+    s.ok(&["cp", h.join("file").to_str().unwrap(), "cpx:/tmp/renamed"]);
+    assert_eq!(s.ok(&["exec", "cpx", "cat", "/tmp/renamed"]), "f\n");
+    // Writing through the container's symlink to / stays inside it.
+    s.ok(&[
+        "cp",
+        h.join("file").to_str().unwrap(),
+        "cpx:/escape/tmp/through-link",
+    ]);
+    assert_eq!(s.ok(&["exec", "cpx", "cat", "/tmp/through-link"]), "f\n");
+    assert!(!std::path::Path::new("/tmp/through-link").exists());
+    // Stopped containers too.
+    s.ok(&["stop", "-t", "0", "cpx"]);
+    s.ok(&[
+        "cp",
+        "cpx:/tmp/renamed",
+        h.join("stopped").to_str().unwrap(),
+    ]);
+    assert_eq!(std::fs::read_to_string(h.join("stopped")).unwrap(), "f\n");
+    let err = s.fails(&["cp", "cpx:/nope", h.join("n").to_str().unwrap()]);
+    assert!(err.contains("/nope"), "{err}");
+    s.ok(&["rm", "cpx"]);
+    assert_clean(&s);
+}

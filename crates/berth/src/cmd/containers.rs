@@ -784,3 +784,28 @@ pub fn exec(root: &Path, a: ExecArgs) -> anyhow::Result<ExitCode> {
         }
     }
 }
+
+#[derive(Args)]
+pub struct CpArgs {
+    /// CONTAINER:SRC_PATH or a host path.
+    src: String,
+    /// A host path or CONTAINER:DEST_PATH.
+    dest: String,
+}
+
+fn split_container_path(s: &str) -> Option<(&str, &str)> {
+    // A host path never has a ':' before its first '/' here (Docker's rule).
+    let (c, p) = s.split_once(':')?;
+    (!c.is_empty() && !c.contains('/')).then_some((c, p))
+}
+
+pub fn cp(root: &Path, a: CpArgs) -> anyhow::Result<ExitCode> {
+    let e = engine(root)?;
+    match (split_container_path(&a.src), split_container_path(&a.dest)) {
+        (Some((c, p)), None) => e.copy_from(c, p, Path::new(&a.dest))?,
+        (None, Some((c, p))) => e.copy_to(c, Path::new(&a.src), p)?,
+        (Some(_), Some(_)) => anyhow::bail!("copying between containers is not supported"),
+        (None, None) => anyhow::bail!("must specify at least one container source"),
+    }
+    Ok(ExitCode::SUCCESS)
+}
