@@ -602,3 +602,21 @@ fn cp_both_directions_and_never_out_of_the_container() {
     s.ok(&["rm", "cpx"]);
     assert_clean(&s);
 }
+
+#[test]
+fn signals_to_a_foreground_berth_reach_the_process() {
+    let s = busybox();
+    let mut child = s
+        .cmd(&[
+            "run", "--rm", "--init", "--name", "fgsig", "busybox", "sleep", "30",
+        ])
+        .spawn()
+        .unwrap();
+    eventually("running", || {
+        s.run(&["inspect", "fgsig"]).code == 0 && status(&s, "fgsig") == "running"
+    });
+    // SAFETY: signalling the berth process this test started.
+    unsafe { libc_kill(child.id() as i32, 15) };
+    let st = child.wait().unwrap();
+    assert_eq!(st.code(), Some(143), "SIGTERM reached sleep");
+}
