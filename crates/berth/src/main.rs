@@ -55,6 +55,8 @@ enum Command {
     Start(cmd::containers::StartArgs),
     /// Stop running containers (stop signal, then SIGKILL).
     Stop(cmd::containers::StopArgs),
+    /// Restart containers.
+    Restart(cmd::containers::StopArgs),
     /// Send a signal to running containers.
     Kill(cmd::containers::KillArgs),
     /// Remove containers.
@@ -137,6 +139,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Create(a) => cmd::containers::create(&root, *a),
         Command::Start(a) => cmd::containers::start(&root, a),
         Command::Stop(a) => cmd::containers::stop(&root, a),
+        Command::Restart(a) => cmd::containers::restart(&root, a),
         Command::Kill(a) => cmd::containers::kill(&root, a),
         Command::Rm(a) => cmd::containers::rm(&root, a),
         Command::Ps(a) => cmd::containers::ps(&root, a),

@@ -620,3 +620,32 @@ fn signals_to_a_foreground_berth_reach_the_process() {
     let st = child.wait().unwrap();
     assert_eq!(st.code(), Some(143), "SIGTERM reached sleep");
 }
+
+#[test]
+fn ps_filters_and_restart() {
+    let s = busybox();
+    s.ok(&[
+        "run", "-d", "--name", "up", "--label", "tier=web", "busybox", "sleep", "60",
+    ]);
+    assert_eq!(s.run(&["run", "--name", "done", "busybox", "sh", "-c", "exit 2"]).code, 2);
+    eventually("running", || status(&s, "up") == "running");
+    let names = |f: &str| {
+        s.ok(&["ps", "-a", "--filter", f, "--format", "{{.Names}}"])
+            .trim()
+            .to_string()
+    };
+    assert_eq!(names("status=running"), "up");
+    assert_eq!(names("status=exited"), "done");
+    assert_eq!(names("exited=2"), "done");
+    assert_eq!(names("label=tier=web"), "up");
+    assert_eq!(names("name=do"), "done");
+    assert_eq!(names("ancestor=busybox").lines().count(), 2);
+    let err = s.fails(&["ps", "--filter", "bogus=1"]);
+    assert!(err.contains("bogus"), "{err}");
+    let pid1 = inspect(&s, "up")["State"]["Pid"].as_i64().unwrap();
+    s.ok(&["restart", "-t", "0", "up"]);
+    eventually("running again", || status(&s, "up") == "running");
+    assert_ne!(inspect(&s, "up")["State"]["Pid"].as_i64().unwrap(), pid1);
+    s.ok(&["rm", "-f", "up", "done"]);
+    assert_clean(&s);
+}

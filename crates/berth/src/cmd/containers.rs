@@ -82,6 +82,44 @@ pub struct PsArgs {
     /// Output format: table, json, or a Go-style template.
     #[arg(long)]
     format: Option<String>,
+    /// Filter: status=, name=, id=, label=KEY[=VALUE], ancestor=IMAGE, exited=CODE.
+    #[arg(short, long)]
+    filter: Vec<String>,
+}
+
+/// Docker's `ps --filter` for the keys berth supports.
+fn matches_filters(e: &Engine, c: &Container, filters: &[String]) -> anyhow::Result<bool> {
+    for f in filters {
+        let (k, v) = f
+            .split_once('=')
+            .ok_or_else(|| anyhow::anyhow!("bad format of filter (expected name=value): {f}"))?;
+        let ok = match k {
+            "status" => state_name(c) == v,
+            "name" => c.name.contains(v.trim_start_matches('/')),
+            "id" => c.id.starts_with(v),
+            "exited" => {
+                c.state.status == Some(Status::Exited) && c.state.exit_code.to_string() == v
+            }
+            "ancestor" => {
+                c.image == v
+                    || e.images()
+                        .resolve(v)
+                        .is_ok_and(|img| img.id.as_str() == c.image_id)
+            }
+            "label" => {
+                let (lk, lv) = v.split_once('=').map_or((v, None), |(a, b)| (a, Some(b)));
+                c.options.labels.iter().any(|l| {
+                    let (k2, v2) = l.split_once('=').unwrap_or((l, ""));
+                    k2 == lk && lv.is_none_or(|lv| lv == v2)
+                })
+            }
+            other => anyhow::bail!("invalid filter '{other}'"),
+        };
+        if !ok {
+            return Ok(false);
+        }
+    }
+    Ok(true)
 }
 
 #[derive(Args)]
@@ -158,6 +196,18 @@ pub fn stop(root: &Path, a: StopArgs) -> anyhow::Result<ExitCode> {
     }))
 }
 
+pub fn restart(root: &Path, a: StopArgs) -> anyhow::Result<ExitCode> {
+    let e = engine(root)?;
+    Ok(each(&a.names, |n| {
+        e.stop(n, Duration::from_secs(a.time))?;
+        e.containers()
+            .update(&e.containers().resolve(n)?.id, |c| c.state.stopping = false)?;
+        e.start(n)?;
+        println!("{n}");
+        Ok(())
+    }))
+}
+
 pub fn kill(root: &Path, a: KillArgs) -> anyhow::Result<ExitCode> {
     let e = engine(root)?;
     let Some(sig) = signal_number(&a.signal) else {
@@ -220,7 +270,14 @@ pub fn ps(root: &Path, a: PsArgs) -> anyhow::Result<ExitCode> {
             c.state.status,
             Some(Status::Running | Status::Paused | Status::Restarting)
         );
-        if !a.all && !running {
+        let status_filter = a
+            .filter
+            .iter()
+            .any(|f| f.starts_with("status=") || f.starts_with("exited="));
+        if !a.all && !running && !status_filter {
+            continue;
+        }
+        if !matches_filters(&e, &c, &a.filter)? {
             continue;
         }
         let id = if a.no_trunc {
