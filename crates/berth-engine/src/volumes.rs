@@ -8,6 +8,8 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
+use crate::containers::valid_name;
+
 /// A volume's record (`volume.json`).
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct Volume {
@@ -66,13 +68,6 @@ fn io_at(p: &Path) -> impl FnOnce(io::Error) -> VolumeError + '_ {
     }
 }
 
-fn valid_name(n: &str) -> bool {
-    let b = n.as_bytes();
-    !b.is_empty()
-        && b[0].is_ascii_alphanumeric()
-        && b.iter()
-            .all(|c| c.is_ascii_alphanumeric() || matches!(c, b'_' | b'.' | b'-'))
-}
 
 /// The volumes of one root.
 #[derive(Clone, Debug)]

@@ -181,7 +181,8 @@ const NOUNS: &[&str] = &[
     "wozniak",
 ];
 
-fn valid_name(n: &str) -> bool {
+/// Docker's rule for container and volume names: `[a-zA-Z0-9][a-zA-Z0-9_.-]*`.
+pub(crate) fn valid_name(n: &str) -> bool {
     let b = n.as_bytes();
     !b.is_empty()
         && b[0].is_ascii_alphanumeric()
