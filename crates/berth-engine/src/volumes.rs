@@ -68,7 +68,6 @@ fn io_at(p: &Path) -> impl FnOnce(io::Error) -> VolumeError + '_ {
     }
 }
 
-
 /// The volumes of one root.
 #[derive(Clone, Debug)]
 pub struct Volumes {

@@ -627,7 +627,11 @@ fn ps_filters_and_restart() {
     s.ok(&[
         "run", "-d", "--name", "up", "--label", "tier=web", "busybox", "sleep", "60",
     ]);
-    assert_eq!(s.run(&["run", "--name", "done", "busybox", "sh", "-c", "exit 2"]).code, 2);
+    assert_eq!(
+        s.run(&["run", "--name", "done", "busybox", "sh", "-c", "exit 2"])
+            .code,
+        2
+    );
     eventually("running", || status(&s, "up") == "running");
     let names = |f: &str| {
         s.ok(&["ps", "-a", "--filter", f, "--format", "{{.Names}}"])

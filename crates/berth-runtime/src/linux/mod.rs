@@ -289,6 +289,8 @@ pub fn spawn(opts: SpawnOptions<'_>) -> Result<i32, StartError> {
 }
 
 /// The child side: never returns.
+// Everything the child needs, handed down from `spawn` (it shares no state).
+#[allow(clippy::too_many_arguments)]
 fn child(
     spec: &Spec,
     rootfs: &Path,
@@ -317,6 +319,8 @@ fn child(
 
 enum Never {}
 
+// Everything the child needs, handed down from `spawn` (it shares no state).
+#[allow(clippy::too_many_arguments)]
 fn init(
     spec: &Spec,
     rootfs: &Path,
@@ -334,7 +338,8 @@ fn init(
     oci::join_namespaces(joins).map_err(setup)?;
     // SAFETY: setsid takes no arguments; it only fails if we already lead a group.
     unsafe { libc::setsid() };
-    if process.terminal().unwrap_or(false) {
+    // (With a console socket the terminal is made later, inside the container.)
+    if process.terminal().unwrap_or(false) && oci.is_none_or(|o| o.console_socket.is_none()) {
         // The pty slave on stdin becomes our controlling terminal.
         // SAFETY: TIOCSCTTY takes an integer argument; fd 0 is ours.
         if unsafe { libc::ioctl(0, libc::TIOCSCTTY, 0) } != 0 {

@@ -31,9 +31,12 @@
 //!   hierarchy (runc does the same without a cgroup namespace); on a v2 host a
 //!   bind of the container's cgroup. Co-mounted controllers get no alias
 //!   symlinks (`cpu` → `cpu,cpuacct`).
-//! * `cgroupsPath` is always relative to the caller's own cgroup, as
-//!   [`crate::cgroups::CgroupConfig`] does everywhere in berth (a leading `/`
-//!   is ignored); a one-component path goes below `berth-runtime/`.
+//! * `cgroupsPath` follows runc (an absolute path starts at each hierarchy's
+//!   root as mounted, a relative one at the caller's own cgroup); without one
+//!   the cgroup is `berth-runtime/<id>` below the caller's own cgroup, as
+//!   berth's [`crate::cgroups::CgroupConfig`] places everything. Where the
+//!   path starts is recorded at create, because later commands may run in
+//!   other cgroups (conmon runs `create` from its own cgroup).
 //! * Hooks: `prestart` and `createRuntime` run when the init has reached the
 //!   exec gate (after its root is built, not before `pivot_root`),
 //!   `poststart` after `start`, `poststop` on `delete`. `createContainer` and
@@ -58,7 +61,7 @@ use rustix::fs::{Mode, OFlags};
 use serde::{Deserialize, Serialize};
 
 use super::{SpawnOptions, StartError};
-use crate::cgroups::{self, CgroupConfig, CgroupError, CgroupManager};
+use crate::cgroups::{self, CgroupError, CgroupManager};
 
 /// Where container state lives unless `--root` says otherwise.
 pub const DEFAULT_ROOT: &str = "/run/berth-runtime";
@@ -168,6 +171,15 @@ pub struct InitOptions {
     pub console_socket: Option<OwnedFd>,
 }
 
+/// Restores the default SIGPIPE disposition. Rust programs start with
+/// SIGPIPE ignored, and an ignored signal stays ignored across `execve`:
+/// without this every container (and exec'd process) would inherit it,
+/// unlike under runc. Call it first thing in the runtime's `main`.
+pub fn default_sigpipe() {
+    // SAFETY: setting a signal's disposition to SIG_DFL installs no handler.
+    unsafe { libc::signal(libc::SIGPIPE, libc::SIG_DFL) };
+}
+
 /// Namespace types that can be joined by path (`linux.namespaces[].path`)
 /// from inside the freshly cloned init.
 pub(super) fn joinable(t: LinuxNamespaceType) -> bool {
@@ -202,15 +214,16 @@ pub(super) fn open_namespaces(spec: &Spec) -> Result<Vec<(OwnedFd, libc::c_int)>
             LinuxNamespaceType::Mount => libc::CLONE_NEWNS,
             _ => libc::CLONE_NEWCGROUP,
         };
-        let fd = rustix::fs::open(path, OFlags::RDONLY | OFlags::CLOEXEC, Mode::empty())
-            .map_err(|e| {
+        let fd = rustix::fs::open(path, OFlags::RDONLY | OFlags::CLOEXEC, Mode::empty()).map_err(
+            |e| {
                 StartError::Setup(format!(
                     "{:?} namespace {}: {}",
                     ns.typ(),
                     path.display(),
                     io::Error::from(e)
                 ))
-            })?;
+            },
+        )?;
         out.push((fd, flag));
     }
     Ok(out)
@@ -248,7 +261,10 @@ pub(super) fn setup_console(socket: &OwnedFd, process: &Process) -> io::Result<(
     for target in 0..3 {
         // SAFETY: dup2 between descriptors this process owns.
         if unsafe { libc::dup2(slave.as_raw_fd(), target) } < 0 {
-            return Err(super::rootfs::at("console stdio", io::Error::last_os_error()));
+            return Err(super::rootfs::at(
+                "console stdio",
+                io::Error::last_os_error(),
+            ));
         }
     }
     // SAFETY: TIOCSCTTY takes an integer argument.
@@ -282,7 +298,10 @@ pub fn open_pty(ptmx: &Path) -> io::Result<(OwnedFd, OwnedFd, String)> {
         if libc::ioctl(master.as_raw_fd(), libc::TIOCSPTLCK, &unlock) != 0
             || libc::ioctl(master.as_raw_fd(), libc::TIOCGPTN, &mut n) != 0
         {
-            return Err(super::rootfs::at("unlocking the pseudo-terminal", io::Error::last_os_error()));
+            return Err(super::rootfs::at(
+                "unlocking the pseudo-terminal",
+                io::Error::last_os_error(),
+            ));
         }
     }
     // TIOCGPTPEER opens the slave of *this* devpts instance without a path.
@@ -295,7 +314,10 @@ pub fn open_pty(ptmx: &Path) -> io::Result<(OwnedFd, OwnedFd, String)> {
         )
     };
     if fd < 0 {
-        return Err(super::rootfs::at("opening the pseudo-terminal's slave", io::Error::last_os_error()));
+        return Err(super::rootfs::at(
+            "opening the pseudo-terminal's slave",
+            io::Error::last_os_error(),
+        ));
     }
     // SAFETY: the kernel just returned this descriptor to us alone.
     let slave = unsafe { OwnedFd::from_raw_fd(fd) };
@@ -322,14 +344,21 @@ pub fn set_size(tty: &OwnedFd, rows: u16, cols: u16) -> io::Result<()> {
 /// failure, such as the filter refusing `execve`, is still reported on the
 /// container's stderr), then blocks on the exec FIFO until `start`.
 pub(super) fn wait_for_start(fifo: &OwnedFd, err_pipe: &std::io::PipeWriter) -> io::Result<()> {
+    let path = format!("/proc/self/fd/{}", fifo.as_raw_fd());
+    // Reopening goes through the container's /proc: fail now, while create
+    // can still report it, if there is none.
+    fs::metadata(&path)
+        .map_err(|e| super::rootfs::at("the exec fifo (is /proc mounted in the container?)", e))?;
     // SAFETY: dup2 onto the error pipe's descriptor, which this process owns;
     // the PipeWriter stays valid (it now names a copy of stderr).
     if unsafe { libc::dup2(2, err_pipe.as_raw_fd()) } < 0 {
-        return Err(super::rootfs::at("closing the error pipe", io::Error::last_os_error()));
+        return Err(super::rootfs::at(
+            "closing the error pipe",
+            io::Error::last_os_error(),
+        ));
     }
     rustix::io::fcntl_setfd(err_pipe, rustix::io::FdFlags::CLOEXEC)
         .map_err(|e| super::rootfs::at("cloexec", e.into()))?;
-    let path = format!("/proc/self/fd/{}", fifo.as_raw_fd());
     let mut f = loop {
         match fs::OpenOptions::new().write(true).open(&path) {
             Ok(f) => break f,
@@ -337,7 +366,8 @@ pub(super) fn wait_for_start(fifo: &OwnedFd, err_pipe: &std::io::PipeWriter) -> 
             Err(e) => return Err(super::rootfs::at("opening the exec fifo", e)),
         }
     };
-    f.write_all(b"0").map_err(|e| super::rootfs::at("writing the exec fifo", e))?;
+    f.write_all(b"0")
+        .map_err(|e| super::rootfs::at("writing the exec fifo", e))?;
     Ok(())
 }
 
@@ -398,13 +428,8 @@ pub fn recv_fd(socket: impl AsFd) -> io::Result<(OwnedFd, Vec<u8>)> {
     msg.msg_controllen = std::mem::size_of_val(&cbuf) as _;
     let n = loop {
         // SAFETY: msg points at live buffers of the sizes it states.
-        let n = unsafe {
-            libc::recvmsg(
-                socket.as_fd().as_raw_fd(),
-                &mut msg,
-                libc::MSG_CMSG_CLOEXEC,
-            )
-        };
+        let n =
+            unsafe { libc::recvmsg(socket.as_fd().as_raw_fd(), &mut msg, libc::MSG_CMSG_CLOEXEC) };
         if n >= 0 {
             break n as usize;
         }
@@ -495,20 +520,76 @@ struct Record {
     /// The init's start time (clock ticks since boot): a PID reused by
     /// another process is not the container.
     init_start_time: u64,
-    /// The container's cgroup.
-    cgroup_name: String,
-    cgroup_parent: Option<String>,
+    /// The container's cgroup, below `cgroup_base`.
+    cgroup_path: String,
+    /// Where `cgroup_path` starts in each hierarchy, fixed at create: later
+    /// commands may run in other cgroups (podman runs `create` from conmon's
+    /// cgroup and `pause` from its own).
+    cgroup_base: Vec<CgroupBase>,
     /// Whether the parent is [`DEFAULT_CGROUP_PARENT`] (removed when empty).
     default_cgroup_parent: bool,
 }
 
+/// One hierarchy's starting point for the container's cgroup path.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct CgroupBase {
+    version: u8,
+    controllers: Vec<String>,
+    mount_point: PathBuf,
+    dir: PathBuf,
+}
+
+/// The starting points: the hierarchies' roots (as mounted) for an absolute
+/// `cgroupsPath`, as runc; this process's own cgroups otherwise.
+fn cgroup_base(absolute: bool) -> Result<Vec<CgroupBase>, CgroupError> {
+    Ok(cgroups::own_cgroup_paths()?
+        .into_iter()
+        .map(|h| CgroupBase {
+            version: h.version,
+            controllers: h.controllers,
+            dir: if absolute {
+                h.mount_point.clone()
+            } else {
+                h.dir
+            },
+            mount_point: h.mount_point,
+        })
+        .collect())
+}
+
+/// The manager for cgroup `rel` below `base` (v2 on a unified host, v1
+/// otherwise, as [`cgroups::manager`] chooses).
+fn cgroup_manager(base: &[CgroupBase], rel: &str) -> Result<Box<dyn CgroupManager>, CgroupError> {
+    let own: Vec<cgroups::Hierarchy> = base
+        .iter()
+        .map(|b| cgroups::Hierarchy {
+            version: b.version,
+            controllers: b.controllers.clone(),
+            mount_point: b.mount_point.clone(),
+            cgroup: String::new(),
+            dir: b.dir.clone(),
+        })
+        .collect();
+    match crate::host::cgroups().mode {
+        crate::host::CgroupMode::Unified => {
+            let h = own.iter().find(|h| h.version == 2).ok_or_else(|| {
+                CgroupError::NotAvailable("no cgroup2 entry in /proc/self/cgroup".into())
+            })?;
+            Ok(Box::new(cgroups::v2::V2Manager::new(h.dir.clone(), rel, 0)))
+        }
+        crate::host::CgroupMode::Hybrid | crate::host::CgroupMode::Legacy => {
+            Ok(Box::new(cgroups::v1::V1Manager::new(&own, rel, 0)?))
+        }
+        crate::host::CgroupMode::None => Err(CgroupError::NotAvailable(
+            "no cgroup file system is mounted".into(),
+        )),
+    }
+}
+
 impl Record {
     fn cgroup(&self) -> Result<Box<dyn CgroupManager>, OciError> {
-        cgroups::manager(&CgroupConfig {
-            name: self.cgroup_name.clone(),
-            parent: self.cgroup_parent.clone(),
-        })
-        .map_err(|source| OciError::Cgroup {
+        cgroup_manager(&self.cgroup_base, &self.cgroup_path).map_err(|source| OciError::Cgroup {
             id: self.state.id.clone(),
             source,
         })
@@ -713,7 +794,7 @@ impl Runtime {
                 rootfs.display()
             )));
         }
-        let (cg_name, cg_parent, default_parent) = cgroup_location(
+        let (cg_path, cg_absolute, default_parent) = cgroup_location(
             id,
             spec.linux()
                 .as_ref()
@@ -758,23 +839,19 @@ impl Runtime {
             id: id.to_string(),
             source,
         };
-        let cg = cgroups::manager(&CgroupConfig {
-            name: cg_name.clone(),
-            parent: cg_parent.clone(),
-        })
-        .map_err(cg_err)?;
+        let cg_base = cgroup_base(cg_absolute).map_err(cg_err)?;
+        let cg = cgroup_manager(&cg_base, &cg_path).map_err(cg_err)?;
         cg.create().map_err(cg_err)?;
-        undo.cgroup = Some((
-            CgroupConfig {
-                name: cg_name.clone(),
-                parent: cg_parent.clone(),
-            },
-            default_parent,
-        ));
+        undo.cgroup = Some((cg_base.clone(), cg_path.clone(), default_parent));
         cg.apply(&resources(&spec)).map_err(cg_err)?;
 
         let mut run_spec = spec.clone();
         rewrite_cgroup_mounts(&mut run_spec, cg.as_ref()).map_err(cg_err)?;
+        if let Some(mut p) = run_spec.process().clone() {
+            trim_ambient(&mut p, warn);
+            run_spec.set_process(Some(p));
+        }
+        first_rule_wins(&mut run_spec);
         let pid = super::spawn(SpawnOptions {
             spec: &run_spec,
             rootfs: rootfs.clone(),
@@ -808,8 +885,8 @@ impl Runtime {
             init_start_time: start_time(pid).ok_or_else(|| {
                 StartError::Setup(format!("the container's init (PID {pid}) exited"))
             })?,
-            cgroup_name: cg_name,
-            cgroup_parent: cg_parent,
+            cgroup_path: cg_path,
+            cgroup_base: cg_base,
             default_cgroup_parent: default_parent,
         };
         self.save(&rec)?;
@@ -913,10 +990,13 @@ impl Runtime {
             return Err(rec.wrong("container not running"));
         }
         if all {
-            return rec.cgroup()?.kill_all(signal).map_err(|source| OciError::Cgroup {
-                id: id.to_string(),
-                source,
-            });
+            return rec
+                .cgroup()?
+                .kill_all(signal)
+                .map_err(|source| OciError::Cgroup {
+                    id: id.to_string(),
+                    source,
+                });
         }
         // SAFETY: kill takes integers.
         if unsafe { libc::kill(rec.state.pid, signal) } != 0 {
@@ -950,6 +1030,11 @@ impl Runtime {
                 } else {
                     Err(OciError::NotFound(id.into()))
                 };
+            }
+            Err(OciError::Config { .. }) if force => {
+                // Unreadable state: nothing can be done but forget it.
+                let dir = self.dir(id);
+                return fs::remove_dir_all(&dir).map_err(io_err(&dir));
             }
             Err(e) => return Err(e),
         };
@@ -1066,6 +1151,15 @@ impl Runtime {
         })
     }
 
+    /// Reads an `exec --process` file (a runtime-spec `process` object).
+    pub fn read_process(path: &Path) -> Result<Process, OciError> {
+        let text = fs::read(path).map_err(io_err(path))?;
+        serde_json::from_slice(&text).map_err(|e| OciError::Config {
+            path: path.into(),
+            detail: e.to_string(),
+        })
+    }
+
     /// The process `exec ID COMMAND…` runs: the container's own process
     /// (environment, user, capabilities, rlimits) with the flags applied.
     pub fn exec_process(&self, id: &str, o: ProcessOverrides) -> Result<Process, OciError> {
@@ -1135,19 +1229,25 @@ impl Runtime {
     /// `exec`: starts a process in a created or running container and
     /// returns its PID. The caller must be single-threaded; it becomes the
     /// process's reaper (a subreaper), so it can wait for it.
-    pub fn exec(&self, id: &str, o: ExecOptions) -> Result<i32, OciError> {
+    pub fn exec(
+        &self,
+        id: &str,
+        mut o: ExecOptions,
+        warn: &mut dyn FnMut(String),
+    ) -> Result<i32, OciError> {
         let rec = self.load(id)?;
+        trim_ambient(&mut o.process, warn);
         match rec.status() {
             Status::Created | Status::Running => {}
             Status::Paused if o.ignore_paused => {}
             Status::Paused => {
-                return Err(rec.wrong(
-                    "cannot exec in a paused container (use --ignore-paused to override)",
-                ));
+                return Err(rec
+                    .wrong("cannot exec in a paused container (use --ignore-paused to override)"));
             }
             Status::Stopped => return Err(rec.wrong("cannot exec in a stopped container")),
         }
-        let spec = self.spec(id)?;
+        let mut spec = self.spec(id)?;
+        first_rule_wins(&mut spec);
         let terminal = o.process.terminal().unwrap_or(false);
         match (terminal, &o.console_socket) {
             (true, None) => {
@@ -1204,7 +1304,7 @@ impl Runtime {
 /// Undoes a half-done `create` when dropped.
 struct Undo {
     dir: Option<PathBuf>,
-    cgroup: Option<(CgroupConfig, bool)>,
+    cgroup: Option<(Vec<CgroupBase>, String, bool)>,
     pid: Option<i32>,
 }
 
@@ -1225,8 +1325,8 @@ impl Drop for Undo {
                 libc::waitpid(pid, std::ptr::null_mut(), 0);
             }
         }
-        if let Some((cfg, default_parent)) = &self.cgroup
-            && let Ok(cg) = cgroups::manager(cfg)
+        if let Some((base, rel, default_parent)) = &self.cgroup
+            && let Ok(cg) = cgroup_manager(base, rel)
         {
             let _ = cg.remove();
             if *default_parent {
@@ -1296,10 +1396,13 @@ fn check_supported(spec: &Spec) -> Result<(), String> {
     Ok(())
 }
 
-/// (cgroup name, parent, parent is the default) for `linux.cgroupsPath`.
-fn cgroup_location(id: &str, path: Option<&str>) -> Result<(String, Option<String>, bool), String> {
-    let Some(path) = path.map(|p| p.trim_matches('/')).filter(|p| !p.is_empty()) else {
-        return Ok((id.to_string(), Some(DEFAULT_CGROUP_PARENT.into()), true));
+/// (path, whether it starts at the hierarchies' roots, whether it is the
+/// default `berth-runtime/<id>`) for `linux.cgroupsPath`. As runc: an
+/// absolute path starts at each hierarchy's root, a relative one at the
+/// caller's own cgroup.
+fn cgroup_location(id: &str, path: Option<&str>) -> Result<(String, bool, bool), String> {
+    let Some(path) = path.filter(|p| !p.trim_matches('/').is_empty()) else {
+        return Ok((format!("{DEFAULT_CGROUP_PARENT}/{id}"), false, true));
     };
     if path.contains(':') {
         return Err(format!(
@@ -1307,20 +1410,9 @@ fn cgroup_location(id: &str, path: Option<&str>) -> Result<(String, Option<Strin
              berth-runtime only has the cgroupfs driver (no --systemd-cgroup)"
         ));
     }
-    let cfg = match path.rsplit_once('/') {
-        Some((parent, name)) => CgroupConfig {
-            name: name.into(),
-            parent: Some(parent.into()),
-        },
-        None => CgroupConfig {
-            name: path.into(),
-            parent: Some(DEFAULT_CGROUP_PARENT.into()),
-        },
-    };
-    cfg.relative_path()
-        .map_err(|e| format!("linux.cgroupsPath: {e}"))?;
-    let default = cfg.parent.as_deref() == Some(DEFAULT_CGROUP_PARENT) && !path.contains('/');
-    Ok((cfg.name, cfg.parent, default))
+    let rel = cgroups::parse::check_rel_path(path, false)
+        .map_err(|e| format!("linux.cgroupsPath {path:?}: {e}"))?;
+    Ok((rel, path.starts_with('/'), false))
 }
 
 /// The spec's resources plus runc's default device rules: mknod of anything,
@@ -1351,7 +1443,16 @@ fn resources(spec: &Spec) -> LinuxResources {
     use LinuxDeviceType::{B, C};
     devs.push(rule(C, None, None, "m"));
     devs.push(rule(B, None, None, "m"));
-    for (maj, min) in [(1, 3), (1, 8), (1, 7), (5, 0), (1, 5), (1, 9), (5, 2), (10, 200)] {
+    for (maj, min) in [
+        (1, 3),
+        (1, 8),
+        (1, 7),
+        (5, 0),
+        (1, 5),
+        (1, 9),
+        (5, 2),
+        (10, 200),
+    ] {
         devs.push(rule(C, Some(maj), Some(min), "rwm"));
     }
     devs.push(rule(C, Some(136), None, "rwm"));
@@ -1444,6 +1545,84 @@ fn rewrite_cgroup_mounts(spec: &mut Spec, cg: &dyn CgroupManager) -> Result<(), 
     Ok(())
 }
 
+/// runc's profiles are written for libseccomp, which keeps the *first*
+/// unconditional rule for a syscall and silently ignores later ones (podman's
+/// default profile allows `setns`, `sethostname` … early and lists them again
+/// under EPERM further down). berth's compiler refuses such conflicts, so
+/// they are resolved here the way libseccomp resolves them.
+fn first_rule_wins(spec: &mut Spec) {
+    let Some(mut linux) = spec.linux().clone() else {
+        return;
+    };
+    let Some(mut seccomp) = linux.seccomp().clone() else {
+        return;
+    };
+    let Some(rules) = seccomp.syscalls().clone() else {
+        return;
+    };
+    let mut first: BTreeMap<String, (String, Option<u32>)> = BTreeMap::new();
+    let mut out = Vec::new();
+    for mut r in rules {
+        if r.args().as_ref().is_some_and(|a| !a.is_empty()) {
+            out.push(r);
+            continue;
+        }
+        let action = (format!("{:?}", r.action()), r.errno_ret());
+        let names: Vec<String> = r
+            .names()
+            .iter()
+            .filter(|n| match first.get(*n) {
+                Some(a) => *a == action,
+                None => {
+                    first.insert((*n).clone(), action.clone());
+                    true
+                }
+            })
+            .cloned()
+            .collect();
+        if names.is_empty() {
+            continue;
+        }
+        r.set_names(names);
+        out.push(r);
+    }
+    seccomp.set_syscalls(Some(out));
+    linux.set_seccomp(Some(seccomp));
+    spec.set_linux(Some(linux));
+}
+
+/// The kernel raises an ambient capability only if it is permitted and
+/// inheritable; runc warns about the others and goes on (`runc spec` asks
+/// for ambient capabilities without inheritable ones), so berth does too.
+pub fn trim_ambient(process: &mut Process, warn: &mut dyn FnMut(String)) {
+    let Some(mut caps) = process.capabilities().clone() else {
+        return;
+    };
+    let Some(ambient) = caps.ambient().clone() else {
+        return;
+    };
+    fn has(
+        set: &Option<oci_spec::runtime::Capabilities>,
+        c: &oci_spec::runtime::Capability,
+    ) -> bool {
+        set.as_ref().is_some_and(|s| s.contains(c))
+    }
+    let (keep, drop): (Vec<_>, Vec<_>) = ambient
+        .into_iter()
+        .partition(|c| has(caps.inheritable(), c) && has(caps.permitted(), c));
+    if drop.is_empty() {
+        return;
+    }
+    let mut names: Vec<String> = drop.iter().map(|c| format!("CAP_{c}")).collect();
+    names.sort();
+    warn(format!(
+        "ambient capabilities not raised (not permitted and inheritable): {}",
+        names.join(", ")
+    ));
+    caps.set_ambient(Some(keep.into_iter().collect()));
+    process.set_capabilities(Some(caps));
+}
+
 /// Runs hooks in order with the state on stdin; the first failure is the error.
 fn run_hooks(kind: &str, hooks: Option<&[Hook]>, state: &State) -> Result<(), OciError> {
     use std::os::unix::process::CommandExt;
@@ -1483,7 +1662,10 @@ fn run_hooks(kind: &str, hooks: Option<&[Hook]>, state: &State) -> Result<(), Oc
                 None if deadline.is_some_and(|d| Instant::now() > d) => {
                     let _ = child.kill();
                     let _ = child.wait();
-                    return Err(fail(format!("timed out after {}s", h.timeout().unwrap_or(0))));
+                    return Err(fail(format!(
+                        "timed out after {}s",
+                        h.timeout().unwrap_or(0)
+                    )));
                 }
                 None => std::thread::sleep(Duration::from_millis(5)),
             }
@@ -1673,15 +1855,15 @@ mod tests {
     fn cgroup_paths() {
         assert_eq!(
             cgroup_location("c1", None).unwrap(),
-            ("c1".into(), Some("berth-runtime".into()), true)
+            ("berth-runtime/c1".into(), false, true)
         );
         assert_eq!(
             cgroup_location("c1", Some("/libpod_parent/libpod-c1")).unwrap(),
-            ("libpod-c1".into(), Some("libpod_parent".into()), false)
+            ("libpod_parent/libpod-c1".into(), true, false)
         );
         assert_eq!(
-            cgroup_location("c1", Some("single")).unwrap(),
-            ("single".into(), Some("berth-runtime".into()), true)
+            cgroup_location("c1", Some("mine/c1")).unwrap(),
+            ("mine/c1".into(), false, false)
         );
         assert!(cgroup_location("c1", Some("system.slice:berth:c1")).is_err());
         assert!(cgroup_location("c1", Some("a/../b")).is_err());
@@ -1723,7 +1905,8 @@ mod tests {
         assert!(!d[0].allow());
         assert!(d.len() > 5);
         assert!(d[1..].iter().all(|x| x.allow()));
-        let none: Spec = serde_json::from_value(serde_json::json!({"ociVersion": "1.0.2"})).unwrap();
+        let none: Spec =
+            serde_json::from_value(serde_json::json!({"ociVersion": "1.0.2"})).unwrap();
         assert!(resources(&none).devices().is_none());
     }
 }

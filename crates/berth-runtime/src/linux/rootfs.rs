@@ -281,6 +281,11 @@ fn make_device(dev_root: &Path, path: &Path, n: Node) -> io::Result<()> {
     if r != 0 {
         return Err(at(full.display(), io::Error::last_os_error()));
     }
+    // mknod applied our umask (0666 became 0644): set the mode asked for.
+    // SAFETY: as above; chmod takes a path and an integer.
+    if unsafe { libc::chmod(c.as_ptr(), n.mode & 0o7777) } != 0 {
+        return Err(at(full.display(), io::Error::last_os_error()));
+    }
     Ok(())
 }
 
