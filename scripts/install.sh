@@ -12,6 +12,8 @@ cd "$(dirname "$0")/.."
 bash scripts/deps.sh
 cargo build --release --locked -p berth
 install -m 0755 target/release/berth /usr/local/bin/berth
+# The runc-compatible OCI runtime is the same binary under another name.
+ln -sf berth /usr/local/bin/berth-runtime
 fixtures=$(bash scripts/fixtures.sh | tail -n 1)
 
 berth load -i "$fixtures/busybox.oci.tar"

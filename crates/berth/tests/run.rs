@@ -504,3 +504,23 @@ fn tty_gives_a_terminal_sized_like_ours() {
         std::thread::sleep(std::time::Duration::from_millis(50));
     }
 }
+
+#[test]
+fn programs_start_with_default_signals() {
+    let s = busybox();
+    let out = s.ok(&[
+        "run",
+        "--rm",
+        "busybox",
+        "grep",
+        "-E",
+        "^Sig(Ign|Blk)",
+        "/proc/self/status",
+    ]);
+    assert_eq!(
+        out,
+        "SigBlk:\t0000000000000000\nSigIgn:\t0000000000000000\n"
+    );
+    // SIGPIPE works: `yes` stops when `head` is done.
+    assert_eq!(sh(&s, "yes | head -1"), "y\n");
+}

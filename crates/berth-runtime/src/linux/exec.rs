@@ -172,6 +172,7 @@ fn enter(
             ));
         }
     }
+    super::reset_signals();
     let caps = process.capabilities().clone().unwrap_or_default();
     let nnp = process.no_new_privileges().unwrap_or(false);
     if let (Some(p), false) = (seccomp, nnp) {

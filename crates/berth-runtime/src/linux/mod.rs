@@ -338,6 +338,7 @@ fn init(
     oci::join_namespaces(joins).map_err(setup)?;
     // SAFETY: setsid takes no arguments; it only fails if we already lead a group.
     unsafe { libc::setsid() };
+    reset_signals();
     // (With a console socket the terminal is made later, inside the container.)
     if process.terminal().unwrap_or(false) && oci.is_none_or(|o| o.console_socket.is_none()) {
         // The pty slave on stdin becomes our controlling terminal.
@@ -465,6 +466,24 @@ fn init(
         _ => 126,
     };
     Err((code, format!("exec {prog:?}: {e}")))
+}
+
+/// Gives the program default signal dispositions and an empty signal mask.
+/// Ignored signals stay ignored across execve (Rust itself ignores SIGPIPE,
+/// and berth's caller may ignore others), which a container must not inherit.
+pub(crate) fn reset_signals() {
+    for sig in 1..=libc::SIGRTMAX() {
+        if sig != libc::SIGKILL && sig != libc::SIGSTOP {
+            // SAFETY: SIG_DFL installs no handler; invalid numbers just fail.
+            unsafe { libc::signal(sig, libc::SIG_DFL) };
+        }
+    }
+    // SAFETY: an empty set, initialised by sigemptyset before use.
+    unsafe {
+        let mut set: libc::sigset_t = std::mem::zeroed();
+        libc::sigemptyset(&mut set);
+        libc::sigprocmask(libc::SIG_SETMASK, &set, std::ptr::null_mut());
+    }
 }
 
 /// Spec annotation asking for an init process (`run --init`).
