@@ -472,10 +472,34 @@ fn init(
 /// Ignored signals stay ignored across execve (Rust itself ignores SIGPIPE,
 /// and berth's caller may ignore others), which a container must not inherit.
 pub(crate) fn reset_signals() {
-    for sig in 1..=libc::SIGRTMAX() {
+    // The raw system call, because glibc's wrappers refuse the two real-time
+    // signals it reserves (32, 33), which a caller may still have ignored.
+    #[repr(C)]
+    struct KernelSigaction {
+        handler: usize,
+        flags: u64,
+        restorer: usize,
+        mask: u64,
+    }
+    let dfl = KernelSigaction {
+        handler: 0,
+        flags: 0,
+        restorer: 0,
+        mask: 0,
+    };
+    for sig in 1..=64 {
         if sig != libc::SIGKILL && sig != libc::SIGSTOP {
-            // SAFETY: SIG_DFL installs no handler; invalid numbers just fail.
-            unsafe { libc::signal(sig, libc::SIG_DFL) };
+            // SAFETY: rt_sigaction reads a valid kernel sigaction (SIG_DFL,
+            // no handler) of the size we pass; invalid numbers just fail.
+            unsafe {
+                libc::syscall(
+                    libc::SYS_rt_sigaction,
+                    sig,
+                    &dfl as *const KernelSigaction,
+                    std::ptr::null_mut::<KernelSigaction>(),
+                    8usize,
+                )
+            };
         }
     }
     // SAFETY: an empty set, initialised by sigemptyset before use.
