@@ -2,10 +2,8 @@
 //! namespaces and root, then apply the same capabilities, seccomp filter,
 //! user and environment a container process gets.
 
-use std::ffi::CString;
 use std::io::{self, Read, Write};
 use std::os::fd::{AsRawFd, OwnedFd};
-use std::os::unix::ffi::OsStrExt;
 
 use oci_spec::runtime::Process;
 
@@ -215,22 +213,5 @@ fn enter(
             libc::CLOSE_RANGE_CLOEXEC,
         )
     };
-    let c = |s: &str| CString::new(s).map_err(|_| (125, format!("NUL byte in {s:?}")));
-    let argv: Vec<CString> = args.iter().map(|a| c(a)).collect::<Result<_, _>>()?;
-    let envp: Vec<CString> = env.iter().map(|a| c(a)).collect::<Result<_, _>>()?;
-    let mut argv_p: Vec<*const libc::c_char> = argv.iter().map(|a| a.as_ptr()).collect();
-    argv_p.push(std::ptr::null());
-    let mut envp_p: Vec<*const libc::c_char> = envp.iter().map(|a| a.as_ptr()).collect();
-    envp_p.push(std::ptr::null());
-    let path_c =
-        CString::new(path.as_os_str().as_bytes()).map_err(|_| (125, "NUL in path".to_string()))?;
-    // SAFETY: NUL-terminated arrays of live CStrings; execve returns only on failure.
-    unsafe { libc::execve(path_c.as_ptr(), argv_p.as_ptr(), envp_p.as_ptr()) };
-    let e = io::Error::last_os_error();
-    let code = if e.raw_os_error() == Some(libc::ENOENT) {
-        127
-    } else {
-        126
-    };
-    Err((code, format!("exec {prog:?}: {e}")))
+    Err(super::Program::new(&path, &args, &env)?.exec(prog))
 }

@@ -441,15 +441,7 @@ fn init(
             libc::CLOSE_RANGE_CLOEXEC,
         )
     };
-    let c = |s: &str| CString::new(s).map_err(|_| (125, format!("NUL byte in {s:?}")));
-    let argv: Vec<CString> = args.iter().map(|a| c(a)).collect::<Result<_, _>>()?;
-    let envp: Vec<CString> = env.iter().map(|a| c(a)).collect::<Result<_, _>>()?;
-    let mut argv_p: Vec<*const libc::c_char> = argv.iter().map(|a| a.as_ptr()).collect();
-    argv_p.push(std::ptr::null());
-    let mut envp_p: Vec<*const libc::c_char> = envp.iter().map(|a| a.as_ptr()).collect();
-    envp_p.push(std::ptr::null());
-    let path_c =
-        CString::new(path.as_os_str().as_bytes()).map_err(|_| (125, "NUL in path".into()))?;
+    let program = Program::new(&path, &args, &env)?;
     if spec
         .annotations()
         .as_ref()
@@ -457,15 +449,62 @@ fn init(
     {
         run_as_init(err_pipe);
     }
-    // SAFETY: all three arrays are NUL-terminated and point at CStrings alive
-    // for the call; execve only returns on failure.
-    unsafe { libc::execve(path_c.as_ptr(), argv_p.as_ptr(), envp_p.as_ptr()) };
-    let e = io::Error::last_os_error();
-    let code = match e.raw_os_error() {
-        Some(libc::ENOENT) => 127,
-        _ => 126,
-    };
-    Err((code, format!("exec {prog:?}: {e}")))
+    Err(program.exec(prog))
+}
+
+/// A program ready for `execve`, prepared (allocated) beforehand.
+pub(crate) struct Program {
+    path: CString,
+    _argv: Vec<CString>,
+    _envp: Vec<CString>,
+    argv_p: Vec<*const libc::c_char>,
+    envp_p: Vec<*const libc::c_char>,
+}
+
+impl Program {
+    pub(crate) fn new(
+        path: &Path,
+        args: &[String],
+        env: &[String],
+    ) -> Result<Program, (i32, String)> {
+        let c = |s: &str| CString::new(s).map_err(|_| (125, format!("NUL byte in {s:?}")));
+        let argv: Vec<CString> = args.iter().map(|a| c(a)).collect::<Result<_, _>>()?;
+        let envp: Vec<CString> = env.iter().map(|a| c(a)).collect::<Result<_, _>>()?;
+        let mut argv_p: Vec<*const libc::c_char> = argv.iter().map(|a| a.as_ptr()).collect();
+        argv_p.push(std::ptr::null());
+        let mut envp_p: Vec<*const libc::c_char> = envp.iter().map(|a| a.as_ptr()).collect();
+        envp_p.push(std::ptr::null());
+        let path = CString::new(path.as_os_str().as_bytes())
+            .map_err(|_| (125, "NUL in path".to_string()))?;
+        Ok(Program {
+            path,
+            _argv: argv,
+            _envp: envp,
+            argv_p,
+            envp_p,
+        })
+    }
+
+    /// Replaces this process; returns only on failure, with Docker's code
+    /// (127 not found, 126 otherwise).
+    pub(crate) fn exec(&self, shown: &str) -> (i32, String) {
+        // SAFETY: both arrays are NUL-terminated and point at CStrings this
+        // struct owns; execve only returns on failure.
+        unsafe {
+            libc::execve(
+                self.path.as_ptr(),
+                self.argv_p.as_ptr(),
+                self.envp_p.as_ptr(),
+            )
+        };
+        let e = io::Error::last_os_error();
+        let code = if e.raw_os_error() == Some(libc::ENOENT) {
+            127
+        } else {
+            126
+        };
+        (code, format!("exec {shown:?}: {e}"))
+    }
 }
 
 /// Gives the program default signal dispositions and an empty signal mask.
