@@ -9,7 +9,10 @@
 use std::fs::{self, File, OpenOptions};
 use std::path::{Path, PathBuf};
 
-use redb::{Database, ReadableTable, TableDefinition, TableHandle, WriteTransaction};
+use redb::{
+    Database, ReadOnlyDatabase, ReadTransaction, ReadableDatabase, ReadableTable, TableDefinition,
+    TableError, TableHandle, WriteTransaction,
+};
 use serde::{Deserialize, Serialize, de::DeserializeOwned};
 
 use crate::digest::Digest;
@@ -137,36 +140,53 @@ impl Meta {
         &self,
         f: impl FnOnce(&mut Txn) -> Result<T, E>,
     ) -> Result<T, E> {
-        self.run(f, true)
-    }
-
-    /// Runs `f` in a transaction that is never committed.
-    pub fn read<T, E: From<MetaError>>(
-        &self,
-        f: impl FnOnce(&mut Txn) -> Result<T, E>,
-    ) -> Result<T, E> {
-        self.run(f, false)
-    }
-
-    fn run<T, E: From<MetaError>>(
-        &self,
-        f: impl FnOnce(&mut Txn) -> Result<T, E>,
-        commit: bool,
-    ) -> Result<T, E> {
-        let _lock = self.lock()?;
+        let _lock = self.lock(true)?;
         let db = Database::create(&self.path).map_err(|e| self.db_err(e))?;
         let txn = db.begin_write().map_err(|e| self.db_err(e))?;
-        let mut t = Txn { txn, meta: self };
+        let mut t = Txn {
+            txn: Inner::Write(txn),
+            meta: self,
+        };
         let out = f(&mut t)?;
-        if commit {
-            t.txn.commit().map_err(|e| self.db_err(e))?;
-        } else {
-            t.txn.abort().map_err(|e| self.db_err(e))?;
+        if let Inner::Write(txn) = t.txn {
+            txn.commit().map_err(|e| self.db_err(e))?;
         }
         Ok(out)
     }
 
-    fn lock(&self) -> Result<File, MetaError> {
+    /// Runs `f` in a read-only snapshot. Opens the file read-only, so readers
+    /// share the lock and a read never writes (or syncs) anything; falls back
+    /// to an aborted write transaction when the file is missing or needs repair.
+    pub fn read<T, E: From<MetaError>>(
+        &self,
+        f: impl FnOnce(&mut Txn) -> Result<T, E>,
+    ) -> Result<T, E> {
+        {
+            let _lock = self.lock(false)?;
+            if let Ok(db) = ReadOnlyDatabase::open(&self.path) {
+                let txn = db.begin_read().map_err(|e| self.db_err(e))?;
+                let mut t = Txn {
+                    txn: Inner::Read(txn),
+                    meta: self,
+                };
+                return f(&mut t);
+            }
+        }
+        let _lock = self.lock(true)?;
+        let db = Database::create(&self.path).map_err(|e| self.db_err(e))?;
+        let txn = db.begin_write().map_err(|e| self.db_err(e))?;
+        let mut t = Txn {
+            txn: Inner::Write(txn),
+            meta: self,
+        };
+        let out = f(&mut t)?;
+        if let Inner::Write(txn) = t.txn {
+            txn.abort().map_err(|e| self.db_err(e))?;
+        }
+        Ok(out)
+    }
+
+    fn lock(&self, exclusive: bool) -> Result<File, MetaError> {
         let err = |source| MetaError::Lock {
             path: self.lock.clone(),
             source,
@@ -180,8 +200,12 @@ impl Meta {
             .write(true)
             .open(&self.lock)
             .map_err(err)?;
-        rustix::fs::flock(&f, rustix::fs::FlockOperation::LockExclusive)
-            .map_err(|e| err(e.into()))?;
+        let op = if exclusive {
+            rustix::fs::FlockOperation::LockExclusive
+        } else {
+            rustix::fs::FlockOperation::LockShared
+        };
+        rustix::fs::flock(&f, op).map_err(|e| err(e.into()))?;
         Ok(f)
     }
 
@@ -202,10 +226,33 @@ fn table_name(def: TableDefinition<&str, &str>) -> &'static str {
     }
 }
 
-/// One open transaction with typed accessors.
+enum Inner {
+    Write(WriteTransaction),
+    Read(ReadTransaction),
+}
+
+/// One open transaction with typed accessors (writes need `Meta::write`).
 pub struct Txn<'a> {
-    txn: WriteTransaction,
+    txn: Inner,
     meta: &'a Meta,
+}
+
+/// Runs `f` on a table of either kind of transaction.
+macro_rules! with_table {
+    ($self:ident, $def:expr, |$t:ident| $body:expr) => {
+        match &$self.txn {
+            Inner::Write(w) => {
+                let $t = w.open_table($def).map_err(|e| $self.meta.db_err(e))?;
+                $body
+            }
+            Inner::Read(r) => match r.open_table($def) {
+                Ok($t) => $body,
+                // A table nobody has written yet reads as empty.
+                Err(TableError::TableDoesNotExist(_)) => Default::default(),
+                Err(e) => return Err($self.meta.db_err(e)),
+            },
+        }
+    };
 }
 
 impl Txn<'_> {
@@ -214,11 +261,14 @@ impl Txn<'_> {
         def: TableDefinition<&str, &str>,
         key: &str,
     ) -> Result<Option<T>, MetaError> {
-        let table = self.txn.open_table(def).map_err(|e| self.meta.db_err(e))?;
-        let Some(v) = table.get(key).map_err(|e| self.meta.db_err(e))? else {
+        let raw: Option<String> = with_table!(self, def, |table| table
+            .get(key)
+            .map_err(|e| self.meta.db_err(e))?
+            .map(|v| v.value().to_string()));
+        let Some(raw) = raw else {
             return Ok(None);
         };
-        serde_json::from_str(v.value())
+        serde_json::from_str(&raw)
             .map(Some)
             .map_err(|source| MetaError::Corrupt {
                 table: table_name(def),
@@ -231,19 +281,25 @@ impl Txn<'_> {
         &self,
         def: TableDefinition<&str, &str>,
     ) -> Result<Vec<(String, T)>, MetaError> {
-        let table = self.txn.open_table(def).map_err(|e| self.meta.db_err(e))?;
-        let mut out = Vec::new();
-        for item in table.iter().map_err(|e| self.meta.db_err(e))? {
-            let (k, v) = item.map_err(|e| self.meta.db_err(e))?;
-            let key = k.value().to_string();
-            let val = serde_json::from_str(v.value()).map_err(|source| MetaError::Corrupt {
-                table: table_name(def),
-                key: key.clone(),
-                source,
-            })?;
-            out.push((key, val));
-        }
-        Ok(out)
+        let raw: Vec<(String, String)> = with_table!(self, def, |table| {
+            let mut raw = Vec::new();
+            for item in table.iter().map_err(|e| self.meta.db_err(e))? {
+                let (k, v) = item.map_err(|e| self.meta.db_err(e))?;
+                raw.push((k.value().to_string(), v.value().to_string()));
+            }
+            raw
+        });
+        raw.into_iter()
+            .map(|(key, v)| {
+                serde_json::from_str(&v)
+                    .map(|val| (key.clone(), val))
+                    .map_err(|source| MetaError::Corrupt {
+                        table: table_name(def),
+                        key,
+                        source,
+                    })
+            })
+            .collect()
     }
 
     fn put<T: Serialize>(
@@ -253,7 +309,10 @@ impl Txn<'_> {
         val: &T,
     ) -> Result<(), MetaError> {
         let json = serde_json::to_string(val).expect("records serialize");
-        let mut table = self.txn.open_table(def).map_err(|e| self.meta.db_err(e))?;
+        let Inner::Write(txn) = &self.txn else {
+            panic!("a write inside Meta::read");
+        };
+        let mut table = txn.open_table(def).map_err(|e| self.meta.db_err(e))?;
         table
             .insert(key, json.as_str())
             .map_err(|e| self.meta.db_err(e))?;
@@ -261,7 +320,10 @@ impl Txn<'_> {
     }
 
     fn del(&mut self, def: TableDefinition<&str, &str>, key: &str) -> Result<bool, MetaError> {
-        let mut table = self.txn.open_table(def).map_err(|e| self.meta.db_err(e))?;
+        let Inner::Write(txn) = &self.txn else {
+            panic!("a write inside Meta::read");
+        };
+        let mut table = txn.open_table(def).map_err(|e| self.meta.db_err(e))?;
         let old = table.remove(key).map_err(|e| self.meta.db_err(e))?;
         Ok(old.is_some())
     }
