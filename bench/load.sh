@@ -73,7 +73,7 @@ fi
 RUNS=${RUNS:-5}
 [[ $RUNS =~ ^[1-9][0-9]*$ ]] || die "RUNS must be a positive integer, not '$RUNS'"
 for cmd in hyperfine podman skopeo umoci jq awk; do
-	command -v "$cmd" >/dev/null || die "$cmd not found; run scripts/deps.sh"
+	command -v "$cmd" >/dev/null || die "$cmd not found; run scripts/deps.sh --bench"
 done
 
 BERTH=${BERTH:-$ROOT/target/release/berth}

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Install the Debian packages berth's development, tests and fixtures need.
 #
-# Usage: scripts/deps.sh            (as root, or with sudo available)
+# Usage: scripts/deps.sh [--bench]  (as root, or with sudo available;
+#        --bench adds what only the benchmarks need)
 #
 # Idempotent: if every package is already installed it does nothing (no
 # `apt-get update`), so re-runs take well under a second.
@@ -22,6 +23,15 @@ PACKAGES=(
 	tmux           # tests driving `run -it` through a real terminal
 	ca-certificates
 )
+
+# Only the benchmarks (bench/) need these: `scripts/deps.sh --bench`.
+BENCH_PACKAGES=(
+	docker.io  # dockerd + containerd, the peer of bench/run.sh and bench/density.sh
+	linux-perf # bench/run.sh --phases
+)
+if [[ ${1:-} == --bench ]]; then
+	PACKAGES+=("${BENCH_PACKAGES[@]}")
+fi
 
 log() { printf 'deps: %s\n' "$*" >&2; }
 
