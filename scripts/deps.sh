@@ -28,6 +28,7 @@ PACKAGES=(
 BENCH_PACKAGES=(
 	docker.io  # dockerd + containerd, the peer of bench/run.sh and bench/density.sh
 	linux-perf # bench/run.sh --phases
+	bc         # ratios in bench/runtime.sh
 )
 if [[ ${1:-} == --bench ]]; then
 	PACKAGES+=("${BENCH_PACKAGES[@]}")
