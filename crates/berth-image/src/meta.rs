@@ -144,7 +144,7 @@ impl Meta {
         let db = Database::create(&self.path).map_err(|e| self.db_err(e))?;
         let txn = db.begin_write().map_err(|e| self.db_err(e))?;
         let mut t = Txn {
-            txn: Inner::Write(txn),
+            txn: Inner::Write(Box::new(txn)),
             meta: self,
         };
         let out = f(&mut t)?;
@@ -176,7 +176,7 @@ impl Meta {
         let db = Database::create(&self.path).map_err(|e| self.db_err(e))?;
         let txn = db.begin_write().map_err(|e| self.db_err(e))?;
         let mut t = Txn {
-            txn: Inner::Write(txn),
+            txn: Inner::Write(Box::new(txn)),
             meta: self,
         };
         let out = f(&mut t)?;
@@ -227,7 +227,8 @@ fn table_name(def: TableDefinition<&str, &str>) -> &'static str {
 }
 
 enum Inner {
-    Write(WriteTransaction),
+    // Boxed: a write transaction is several times the size of a read one.
+    Write(Box<WriteTransaction>),
     Read(ReadTransaction),
 }
 
