@@ -145,7 +145,7 @@ impl Podman {
     fn finish(self) {
         let base = self.base.clone();
         drop(self);
-        let left = mounts_under(&base);
+        let left = common::mounts_under(&base);
         assert!(left.is_empty(), "mounts left under {base:?}: {left:?}");
     }
 }
@@ -157,51 +157,8 @@ impl Drop for Podman {
         }
         // Belt and braces: if podman left anything mounted (a crash, a reset
         // that failed), unmount it, deepest first, so the TempDir can go.
-        let mut left = mounts_under(&self.base);
-        left.sort_by_key(|m| std::cmp::Reverse(m.len()));
-        for m in left {
-            let _ = Command::new("umount")
-                .arg("-R")
-                .arg(&m)
-                .stderr(Stdio::null())
-                .status();
-        }
-        for m in mounts_under(&self.base) {
-            let _ = Command::new("umount").arg("-l").arg(&m).status();
-        }
+        common::unmount_all_under(&self.base);
     }
-}
-
-/// Mount points at or below `dir`, from /proc/self/mountinfo.
-fn mounts_under(dir: &Path) -> Vec<String> {
-    let dir = dir.display().to_string();
-    let info = fs::read_to_string("/proc/self/mountinfo").unwrap();
-    info.lines()
-        .filter_map(|l| l.split(' ').nth(4))
-        .map(unescape_mountinfo)
-        .filter(|m| m == &dir || m.starts_with(&format!("{dir}/")))
-        .collect()
-}
-
-/// Undoes the octal escapes (`\040` for a space …) of /proc/self/mountinfo.
-fn unescape_mountinfo(s: &str) -> String {
-    let b = s.as_bytes();
-    let mut out = Vec::with_capacity(b.len());
-    let mut i = 0;
-    while i < b.len() {
-        if b[i] == b'\\'
-            && i + 3 < b.len()
-            && b[i + 1..i + 4].iter().all(|c| (b'0'..=b'7').contains(c))
-        {
-            let v = (b[i + 1] - b'0') * 64 + (b[i + 2] - b'0') * 8 + (b[i + 3] - b'0');
-            out.push(v);
-            i += 4;
-        } else {
-            out.push(b[i]);
-            i += 1;
-        }
-    }
-    String::from_utf8_lossy(&out).into_owned()
 }
 
 /// `berth image inspect NAME`, first element.

@@ -649,31 +649,8 @@ impl Drop for Podman {
             let _ = self.cmd(&["rm", "-a", "-f"]).output();
             let _ = self.cmd(&["system", "reset", "-f"]).output();
         }
-        let mut left = mounts_under(&self.base);
-        left.sort_by_key(|m| std::cmp::Reverse(m.len()));
-        for m in left {
-            let _ = Command::new("umount")
-                .arg("-R")
-                .arg(&m)
-                .stderr(Stdio::null())
-                .status();
-        }
-        for m in mounts_under(&self.base) {
-            let _ = Command::new("umount").arg("-l").arg(&m).status();
-        }
+        common::unmount_all_under(&self.base);
     }
-}
-
-/// Mount points at or below `dir`, from /proc/self/mountinfo.
-fn mounts_under(dir: &Path) -> Vec<String> {
-    let dir = dir.display().to_string();
-    fs::read_to_string("/proc/self/mountinfo")
-        .unwrap()
-        .lines()
-        .filter_map(|l| l.split(' ').nth(4))
-        .map(|m| m.replace("\\040", " "))
-        .filter(|m| m == &dir || m.starts_with(&format!("{dir}/")))
-        .collect()
 }
 
 /// podman runs containers through berth-runtime (conmon calls create with
@@ -743,6 +720,6 @@ fn podman_with_berth_as_its_runtime() {
         "podman rm deleted the runtime's state"
     );
     drop(p);
-    let left = mounts_under(dir.path());
+    let left = common::mounts_under(dir.path());
     assert!(left.is_empty(), "mounts left: {left:?}");
 }

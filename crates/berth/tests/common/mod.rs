@@ -360,3 +360,52 @@ pub fn oci_archive(dir: &Path, file: &str, images: &[Synthetic]) -> (PathBuf, La
     l.write(&p);
     (p, l)
 }
+
+/// Mount points at or below `dir`, from /proc/self/mountinfo.
+pub fn mounts_under(dir: &Path) -> Vec<String> {
+    let dir = dir.display().to_string();
+    let info = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
+    info.lines()
+        .filter_map(|l| l.split(' ').nth(4))
+        .map(unescape_mountinfo)
+        .filter(|m| m == &dir || m.starts_with(&format!("{dir}/")))
+        .collect()
+}
+
+/// Undoes the octal escapes (`\040` for a space …) of /proc/self/mountinfo.
+pub fn unescape_mountinfo(s: &str) -> String {
+    let b = s.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        if b[i] == b'\\'
+            && i + 3 < b.len()
+            && b[i + 1..i + 4].iter().all(|c| (b'0'..=b'7').contains(c))
+        {
+            let v = (b[i + 1] - b'0') * 64 + (b[i + 2] - b'0') * 8 + (b[i + 3] - b'0');
+            out.push(v);
+            i += 4;
+        } else {
+            out.push(b[i]);
+            i += 1;
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+/// Unmounts everything at or below `dir`, deepest first (lazily as a last
+/// resort), so a test's scratch directory can always be removed.
+pub fn unmount_all_under(dir: &Path) {
+    let mut left = mounts_under(dir);
+    left.sort_by_key(|m| std::cmp::Reverse(m.len()));
+    for m in left {
+        let _ = Command::new("umount")
+            .arg("-R")
+            .arg(&m)
+            .stderr(Stdio::null())
+            .status();
+    }
+    for m in mounts_under(dir) {
+        let _ = Command::new("umount").arg("-l").arg(&m).status();
+    }
+}
