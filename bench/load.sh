@@ -4,8 +4,8 @@
 # Usage: bench/load.sh            (RUNS=N to change the number of timed runs, default 5)
 #
 # Every tool starts from a cold store each run: hyperfine's --prepare (not timed)
-# deletes the previous run's directory, creates a fresh empty one and syncs, so no
-# run pays for another's writeback. The page cache is NOT dropped (that may not be
+# moves the previous run's directory aside (see --fresh below for why not deleted),
+# creates a fresh empty one and syncs, so no run pays for another's writeback. The page cache is NOT dropped (that may not be
 # permitted); one untimed warm-up run per command puts the archive in the cache
 # for every tool alike.
 #
@@ -19,7 +19,8 @@
 #   tar -x        tar -xf debian.rootfs.tar -C <fresh>: not a peer, a reference for
 #                 what creating the same tree costs on this file system
 #
-# Environment: RUNS (default 5), BERTH (default target/release/berth, built with
+# Environment: RUNS (default 5), BENCH_FS (loop, the default: a fresh ext4 for the
+# run, see below; or host), BERTH (default target/release/berth, built with
 # `cargo build --release` if missing), BENCH_TMP (default /var/tmp; not /tmp, where
 # file creation is much slower on the CI machine), BERTH_FIXTURES (fixture dir).
 # Everything it creates (podman overlay mounts included) is removed on exit.
@@ -61,10 +62,25 @@ wipe() {
 	rm -rf "$d"
 }
 
-# Internal: `load.sh --fresh DIR` (hyperfine's --prepare): wipe DIR, recreate it, sync.
+# Internal: `load.sh --fresh DIR` (hyperfine's --prepare): move the previous run's DIR
+# aside (into trash/ next to it, after unmounting anything below it), recreate it, sync.
+# Why aside and not deleted: on ext4 without a journal (this machine's root file system)
+# an inode freed less than 5 s ago (300 s while its inode table block is dirty) is not
+# reused, and the allocator pays a buffer lookup for each one it skips
+# (recently_deleted() in fs/ext4/ialloc.c). Deleting ~6,700 files before every run made
+# each run slower than the one before (perf: up to 60% of system time in
+# recently_deleted), a cost of the benchmark's own cleanup that no user loading into a
+# store sees. Everything moved aside is deleted once, on exit.
 if [[ ${1-} == --fresh ]]; then
-	wipe "$2"
-	mkdir -p "$2"
+	d=$2
+	if [[ -e $d ]]; then
+		while read -r m; do
+			[[ -n $m ]] && umount -R "$m" 2>/dev/null || umount -l "$m" 2>/dev/null || true
+		done < <(mounts_under "$d")
+		mkdir -p "$(dirname "$d")/trash"
+		mv "$d" "$(mktemp -u "$(dirname "$d")/trash/$(basename "$d").XXXXXX")"
+	fi
+	mkdir -p "$d"
 	sync
 	exit 0
 fi
@@ -89,14 +105,30 @@ DOCKER=$FIX/debian.docker.tar
 ROOTFS=$FIX/debian.rootfs.tar
 [[ -f $OCI && -f $DOCKER && -f $ROOTFS ]] || die "debian fixtures missing in $FIX"
 
-W=$(mktemp -d "${BENCH_TMP:-/var/tmp}/berth-bench.XXXXXX")
+# Every store lives on a file system made for this run (ext4 with its default journal,
+# in a sparse file under BENCH_TMP, loop-mounted): runs do not depend on what the host
+# file system has been through (see --fresh above), and each tool finds the same clean
+# allocator state a fresh /var/lib store has. BENCH_FS=host uses BENCH_TMP directly.
+BASE=$(mktemp -d "${BENCH_TMP:-/var/tmp}/berth-bench.XXXXXX")
+W=$BASE
 cleanup() {
 	local d
 	for d in "$W"/*; do wipe "$d"; done
-	wipe "$W"
+	if [[ $W != "$BASE" ]]; then
+		umount "$W" 2>/dev/null || umount -l "$W" || true
+	fi
+	rm -rf "$BASE"
 }
 trap cleanup EXIT
 trap 'exit 130' INT TERM
+if [[ ${BENCH_FS:-loop} == loop ]]; then
+	command -v mkfs.ext4 >/dev/null || die "mkfs.ext4 not found (e2fsprogs)"
+	truncate -s 64G "$BASE/fs.img"
+	mkfs.ext4 -q -F "$BASE/fs.img"
+	mkdir "$BASE/mnt"
+	mount -o loop "$BASE/fs.img" "$BASE/mnt"
+	W=$BASE/mnt
+fi
 mkdir -p "$W/tmp"
 export TMPDIR=$W/tmp # skopeo/podman stage big files in $TMPDIR
 

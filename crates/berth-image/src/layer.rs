@@ -14,6 +14,7 @@
 //! the destination, whatever the entries before it created.
 
 mod extract;
+mod pool;
 #[cfg(test)]
 mod tests;
 
@@ -22,7 +23,7 @@ use std::io::{self, BufRead, BufReader, Read};
 use std::mem;
 use std::os::fd::OwnedFd;
 use std::path::{Path, PathBuf};
-use std::sync::mpsc;
+use std::sync::{Mutex, mpsc};
 use std::thread;
 
 use crate::digest::Digest;
@@ -219,10 +220,15 @@ impl<R: Read> Read for HashingReader<R> {
 /// dropped because only whiteout conversion may produce overlayfs metadata. Hard link
 /// entries only add a name: the inode keeps the metadata of the entry that created it.
 ///
-/// The calling thread reads, decompresses and hashes the stream while a scoped helper
-/// thread writes the files (falling back to doing both in the calling thread if no thread
-/// can be started); the helper is joined before this returns.
-pub fn apply_layer<R: Read>(layer: R, dest: &Path) -> Result<Applied, LayerError> {
+/// The work is a pipeline of scoped threads: the calling thread reads `layer` (which may
+/// be a tee into the content store), a helper decompresses it, and another (the writer)
+/// hashes the uncompressed stream and applies the tar entries in order, creating
+/// directories, links and special files itself and handing regular files and symlinks to
+/// [`WORKERS`] threads that create them in parallel (see the `pool` module for how the
+/// result stays that of applying the entries one by one). Where a thread cannot be
+/// started its work is done by the one before it, down to doing everything in the
+/// calling thread. All of them are joined before this returns.
+pub fn apply_layer<R: Read>(mut layer: R, dest: &Path) -> Result<Applied, LayerError> {
     let dest_error = |e: io::Error| LayerError::Destination {
         path: dest.to_owned(),
         source: e,
@@ -235,56 +241,63 @@ pub fn apply_layer<R: Read>(layer: R, dest: &Path) -> Result<Applied, LayerError
     .map_err(|e| dest_error(e.into()))?;
     let root_gid =
         extract::inherit_gid(&rustix::fs::fstat(&root).map_err(|e| dest_error(e.into()))?);
-    let worker_root = root.try_clone().map_err(dest_error)?;
+    let writer_root = root.try_clone().map_err(dest_error)?;
 
-    let (_, mut decoded) = decompress(BufReader::with_capacity(BUF_SIZE, layer))?;
-
-    let (full_tx, full_rx) = mpsc::sync_channel::<io::Result<Chunk>>(QUEUE_DEPTH);
-    let (empty_tx, empty_rx) = mpsc::channel::<Vec<u8>>();
+    let (decoded_tx, decoded_rx) = pipe(true);
+    let (raw_tx, raw_rx) = pipe(false);
+    // Taken by the decompressing thread when it starts, or by this one if it cannot start.
+    let decoded_tx = Mutex::new(Some(decoded_tx));
     let (hash, (unpacked_size, entries)) = thread::scope(|s| {
-        let worker = thread::Builder::new()
+        let writer = thread::Builder::new()
             .name("berth-layer".into())
             .spawn_scoped(s, move || {
-                let stream = ChunkReader {
-                    full: full_rx,
-                    empty: empty_tx,
-                    chunk: Chunk {
-                        buf: Vec::new(),
-                        len: 0,
-                    },
-                    pos: 0,
-                };
-                extract(stream, worker_root, root_gid).map(|(counts, _)| counts)
+                let (counts, stream) = extract(decoded_rx, writer_root, root_gid, WORKERS)?;
+                let hash = stream.hasher.expect("the pipe to the writer hashes");
+                Ok::<_, LayerError>((hash.finalize().into(), counts))
             });
-        let Ok(worker) = worker else {
+        let Ok(writer) = writer else {
             // No thread to be had: do everything here.
+            let (_, decoded) = decompress(BufReader::with_capacity(BUF_SIZE, layer))?;
             return apply_serially(decoded, root, root_gid);
         };
+        drop(root);
 
-        let mut hasher = sha2::Sha256::new();
-        loop {
-            let mut buf = empty_rx.try_recv().unwrap_or_else(|_| vec![0; BUF_SIZE]);
-            let (len, result) = fill(&mut decoded, &mut buf);
-            hasher.update(&buf[..len]);
-            if len > 0 && full_tx.send(Ok(Chunk { buf, len })).is_err() {
-                break; // The writer gave up; it has the error to report.
-            }
-            match result {
-                // The writer reports read errors, naming the entry it was reading.
-                Err(e) => {
-                    let _ = full_tx.send(Err(e));
-                    break;
+        let inflater = thread::Builder::new()
+            .name("berth-inflate".into())
+            .spawn_scoped(s, || {
+                let decoded_tx = take(&decoded_tx);
+                let mut raw = raw_rx;
+                match decompress(&mut raw) {
+                    Ok((_, mut decoded)) => decoded_tx.pump(&mut decoded),
+                    // Reported by the writer, as if it had failed to read the stream.
+                    Err(e) => decoded_tx.fail(e.into_io()),
                 }
-                Ok(()) if len < BUF_SIZE => break, // End of the stream.
-                Ok(()) => {}
+                // What the decompressor left unread (trailing padding) is not waited for:
+                // dropping the pipe stops the calling thread, and apply_layer's caller
+                // reads the layer stream to its end itself.
+                drop(raw);
+            });
+        match inflater {
+            Ok(inflater) => {
+                raw_tx.pump(&mut layer);
+                drop(raw_tx);
+                if let Err(panic) = inflater.join() {
+                    std::panic::resume_unwind(panic);
+                }
+            }
+            Err(_) => {
+                // No thread to be had: decompress here.
+                let decoded_tx = take(&decoded_tx);
+                match decompress(BufReader::with_capacity(BUF_SIZE, layer)) {
+                    Ok((_, mut decoded)) => decoded_tx.pump(&mut decoded),
+                    Err(e) => decoded_tx.fail(e.into_io()),
+                }
             }
         }
-        drop(full_tx);
-        let counts = match worker.join() {
-            Ok(result) => result?,
+        match writer.join() {
+            Ok(result) => result,
             Err(panic) => std::panic::resume_unwind(panic),
-        };
-        Ok((hasher.finalize().into(), counts))
+        }
     })?;
 
     let diff_id = Digest::from_hex(&hex::encode(hash)).expect("sha256 output is 64 hex digits");
@@ -293,6 +306,25 @@ pub fn apply_layer<R: Read>(layer: R, dest: &Path) -> Result<Applied, LayerError
         unpacked_size,
         entries,
     })
+}
+
+/// Takes the writing end of the pipe to the last stage (exactly one thread does).
+fn take(slot: &Mutex<Option<ChunkWriter>>) -> ChunkWriter {
+    slot.lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
+        .take()
+        .expect("the pipe to the writer is taken once")
+}
+
+impl LayerError {
+    /// The I/O error inside a [`LayerError::Stream`] (what [`decompress`] returns), to be
+    /// passed down the pipeline as a failure to read the stream.
+    fn into_io(self) -> io::Error {
+        match self {
+            LayerError::Stream { source, .. } => source,
+            other => io::Error::other(other.to_string()),
+        }
+    }
 }
 
 type Sha256Output = [u8; 32];
@@ -310,11 +342,11 @@ fn apply_serially(
             hasher: sha2::Sha256::new(),
         },
     );
-    let (counts, stream) = extract(stream, root, root_gid)?;
+    let (counts, stream) = extract(stream, root, root_gid, 0)?;
     Ok((stream.into_inner().hasher.finalize().into(), counts))
 }
 
-/// How many decompressed chunks may wait for the writer.
+/// How many chunks may wait between two stages of the pipeline.
 const QUEUE_DEPTH: usize = 16;
 
 /// Reads from `r` until `buf` is full or the stream ends; returns how much was read and
@@ -332,26 +364,84 @@ fn fill(r: &mut dyn Read, buf: &mut [u8]) -> (usize, io::Result<()>) {
     (len, Ok(()))
 }
 
-/// A piece of the decompressed stream: `buf[..len]`.
+/// A piece of a stream: `buf[..len]`.
 struct Chunk {
     buf: Vec<u8>,
     len: usize,
 }
 
-/// The writer's end of the pipeline: reads the chunks the calling thread sends, and sends
-/// the emptied buffers back for reuse. The stream ends when the sender is dropped.
+/// The sending end of a pipe between two stages: full chunks go one way, emptied buffers
+/// come back for reuse.
+struct ChunkWriter {
+    full: mpsc::SyncSender<io::Result<Chunk>>,
+    empty: mpsc::Receiver<Vec<u8>>,
+}
+
+/// The receiving end: reads the chunks (hashing them, when `hasher` is set) and sends
+/// the emptied buffers back. The stream ends when the sender is dropped.
 struct ChunkReader {
     full: mpsc::Receiver<io::Result<Chunk>>,
     empty: mpsc::Sender<Vec<u8>>,
     chunk: Chunk,
     pos: usize,
+    hasher: Option<sha2::Sha256>,
 }
 
-impl Read for ChunkReader {
-    fn read(&mut self, out: &mut [u8]) -> io::Result<usize> {
+/// A pipe between two pipeline stages; the reading end hashes what passes when `hash`.
+fn pipe(hash: bool) -> (ChunkWriter, ChunkReader) {
+    let (full_tx, full_rx) = mpsc::sync_channel(QUEUE_DEPTH);
+    let (empty_tx, empty_rx) = mpsc::channel();
+    (
+        ChunkWriter {
+            full: full_tx,
+            empty: empty_rx,
+        },
+        ChunkReader {
+            full: full_rx,
+            empty: empty_tx,
+            chunk: Chunk {
+                buf: Vec::new(),
+                len: 0,
+            },
+            pos: 0,
+            hasher: hash.then(sha2::Sha256::new),
+        },
+    )
+}
+
+impl ChunkWriter {
+    /// Copies `r` to the pipe until it ends, fails, or the reading end goes away (a later
+    /// stage gave up; it has the error to report). A read error is passed on, for the
+    /// last stage to report.
+    fn pump(&self, r: &mut dyn Read) {
+        loop {
+            let mut buf = self.empty.try_recv().unwrap_or_else(|_| vec![0; BUF_SIZE]);
+            let (len, result) = fill(r, &mut buf);
+            if len > 0 && self.full.send(Ok(Chunk { buf, len })).is_err() {
+                return;
+            }
+            match result {
+                Err(e) => return self.fail(e),
+                Ok(()) if len < BUF_SIZE => return, // End of the stream.
+                Ok(()) => {}
+            }
+        }
+    }
+
+    /// Passes a read error on.
+    fn fail(&self, e: io::Error) {
+        let _ = self.full.send(Err(e));
+    }
+}
+
+impl BufRead for ChunkReader {
+    fn fill_buf(&mut self) -> io::Result<&[u8]> {
         if self.pos == self.chunk.len {
             match self.full.recv() {
                 Ok(Ok(chunk)) => {
+                    if let Some(hasher) = &mut self.hasher {
+                        hasher.update(&chunk.buf[..chunk.len]);
+                    }
                     let used = mem::replace(&mut self.chunk, chunk);
                     if !used.buf.is_empty() {
                         let _ = self.empty.send(used.buf);
@@ -359,36 +449,70 @@ impl Read for ChunkReader {
                     self.pos = 0;
                 }
                 Ok(Err(e)) => return Err(e),
-                Err(mpsc::RecvError) => return Ok(0),
+                Err(mpsc::RecvError) => return Ok(&[]),
             }
         }
-        let n = out.len().min(self.chunk.len - self.pos);
-        out[..n].copy_from_slice(&self.chunk.buf[self.pos..self.pos + n]);
-        self.pos += n;
+        Ok(&self.chunk.buf[self.pos..self.chunk.len])
+    }
+
+    fn consume(&mut self, n: usize) {
+        self.pos = (self.pos + n).min(self.chunk.len);
+    }
+}
+
+impl Read for ChunkReader {
+    fn read(&mut self, out: &mut [u8]) -> io::Result<usize> {
+        let available = self.fill_buf()?;
+        let n = out.len().min(available.len());
+        out[..n].copy_from_slice(&available[..n]);
+        self.consume(n);
         Ok(n)
     }
 }
 
-/// Applies the tar stream `stream` beneath `root`, then reads the stream to its end.
-/// Returns (unpacked size, entries) and the stream.
+/// How many threads create regular files and symlinks while the writer reads the tar
+/// stream (see the `pool` module). Creating inodes is most of the kernel's work; on the
+/// 2-core machine of docs/benchmarks.md two workers were as fast as three.
+const WORKERS: usize = 2;
+
+/// Applies the tar stream `stream` beneath `root` (with up to `workers` threads creating
+/// files; none: everything in this thread), then reads the stream to its end. Returns
+/// (unpacked size, entries) and the stream.
 fn extract<S: Read>(
     stream: S,
     root: OwnedFd,
     root_gid: Option<u32>,
+    workers: usize,
 ) -> Result<((u64, u64), S), LayerError> {
-    let mut archive = tar::Archive::new(stream);
-    let mut extractor = extract::Extractor::new(root, root_gid);
-    let entries = archive
-        .entries()
-        .map_err(|source| extractor.stream_error(source))?;
-    for entry in entries {
-        let mut entry = entry.map_err(|source| extractor.stream_error(source))?;
-        extractor.apply(&mut entry)?;
-    }
-    // The tar reader stops at the end-of-archive marker; the DiffID covers the whole stream,
-    // so read whatever follows (padding) to the end.
-    let mut rest = archive.into_inner();
-    io::copy(&mut rest, &mut io::sink()).map_err(|source| extractor.stream_error(source))?;
-    let counts = extractor.finish()?;
-    Ok((counts, rest))
+    thread::scope(|s| {
+        let pool = if workers > 0 {
+            pool::Pool::start(s, workers)
+        } else {
+            None
+        };
+        let mut archive = tar::Archive::new(stream);
+        let mut extractor = extract::Extractor::new(root, root_gid, pool);
+        let result = (|| {
+            let entries = archive
+                .entries()
+                .map_err(|source| extractor.stream_error(source))?;
+            for entry in entries {
+                let mut entry = entry.map_err(|source| extractor.stream_error(source))?;
+                extractor.apply(&mut entry)?;
+            }
+            Ok(())
+        })();
+        if let Err(e) = result {
+            return Err(extractor.first_error(e));
+        }
+        // The tar reader stops at the end-of-archive marker; the DiffID covers the whole
+        // stream, so read whatever follows (padding) to the end.
+        let mut rest = archive.into_inner();
+        if let Err(source) = io::copy(&mut rest, &mut io::sink()) {
+            let e = extractor.stream_error(source);
+            return Err(extractor.first_error(e));
+        }
+        let counts = extractor.finish()?;
+        Ok((counts, rest))
+    })
 }

@@ -2,11 +2,14 @@
 //! file descriptor that was opened without following symlinks, beneath the destination.
 
 use std::cell::Cell;
+use std::collections::HashSet;
 use std::fs::File;
+use std::hash::BuildHasher;
 use std::io::{self, Read, Write};
 use std::mem;
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::rc::Rc;
+use std::sync::Arc;
 
 use rustix::fs::{
     AtFlags, CWD, Dev, FileType, Gid, Mode, OFlags, ResolveFlags, Stat, Timespec, Timestamps, Uid,
@@ -16,6 +19,7 @@ use rustix::io::Errno;
 use rustix::path::DecInt;
 use tar::EntryType;
 
+use super::pool::{self, Job, Leaf, Pool};
 use super::{BUF_SIZE, LayerError};
 
 /// Flags for opening a directory we are about to work in. `RDONLY` (not `PATH`) so the same
@@ -97,7 +101,8 @@ fn open_beneath(root: BorrowedFd<'_>, rel: &[u8], create: bool) -> Result<OwnedF
 
 /// An open directory beneath the destination.
 struct DirFd {
-    fd: OwnedFd,
+    /// Shared with the jobs creating files in it.
+    fd: Arc<OwnedFd>,
     /// The group new entries in it get from the kernel when it is setgid.
     inherit_gid: Cell<Option<u32>>,
 }
@@ -106,7 +111,7 @@ impl DirFd {
     fn new(fd: OwnedFd) -> io::Result<DirFd> {
         let st = rustix::fs::fstat(&fd)?;
         Ok(DirFd {
-            fd,
+            fd: Arc::new(fd),
             inherit_gid: Cell::new(inherit_gid(&st)),
         })
     }
@@ -132,6 +137,11 @@ struct Dirs {
 }
 
 impl Dirs {
+    /// Whether [`Dirs::open`] of `rel` would be answered without resolving anything.
+    fn is_cached(&self, rel: &[u8]) -> bool {
+        rel.is_empty() || (self.cached.is_some() && self.cached_path == rel)
+    }
+
     fn open(&mut self, rel: &[u8], create: bool) -> Result<Rc<DirFd>, Resolve> {
         if rel.is_empty() {
             return Ok(self.root.clone());
@@ -279,18 +289,215 @@ fn remove_tree(parent: BorrowedFd<'_>, name: &[u8]) -> io::Result<()> {
 }
 
 /// Ownership, permissions and modification time of an entry.
-struct Meta {
+#[derive(Clone, Copy)]
+pub(super) struct Meta {
     uid: Uid,
     gid: Gid,
     mode: Mode,
     mtime: Timespec,
 }
 
-/// Applies tar entries one by one beneath a destination directory.
+/// `SCHILY.xattr.*` records of an entry: (name, value).
+pub(super) type Xattrs = Vec<(Vec<u8>, Vec<u8>)>;
+
+/// An operation that failed and why; the caller names the entry it was for.
+pub(super) type Failure = (&'static str, io::Error);
+
+fn at(op: &'static str) -> impl FnOnce(Errno) -> Failure {
+    move |e| (op, e.into())
+}
+
+/// Removes whatever is at `name` in `dir` so that an entry can take its place. Returns
+/// whether that was a directory (a descriptor cached for it no longer has its path).
+fn remove_existing(dir: BorrowedFd<'_>, name: &[u8]) -> Result<bool, Failure> {
+    match rustix::fs::unlinkat(dir, name, AtFlags::empty()) {
+        Ok(()) | Err(Errno::NOENT) => Ok(false),
+        Err(Errno::ISDIR) => remove_tree(dir, name)
+            .map(|()| true)
+            .map_err(|e| ("removing the existing directory", e)),
+        Err(e) => Err(("removing the existing file", e.into())),
+    }
+}
+
+/// Creates the regular file `name` in `dir` (mode 0600 until [`finish_fd`]). Later entries
+/// win: whatever is there is removed first, never written through (it may be a hard link
+/// shared with another path, or a symlink). Also returns whether a directory was removed.
+pub(super) fn create_file(dir: BorrowedFd<'_>, name: &[u8]) -> Result<(OwnedFd, bool), Failure> {
+    let mode = Mode::from_raw_mode(0o600);
+    match rustix::fs::openat(dir, name, FILE_FLAGS, mode) {
+        Ok(fd) => Ok((fd, false)),
+        Err(Errno::EXIST) => {
+            let removed_dir = remove_existing(dir, name)?;
+            let fd =
+                rustix::fs::openat(dir, name, FILE_FLAGS, mode).map_err(at("creating the file"))?;
+            Ok((fd, removed_dir))
+        }
+        Err(e) => Err(("creating the file", e.into())),
+    }
+}
+
+/// Creates the symlink `name` in `dir`, replacing whatever is there. The target is stored
+/// verbatim: it is never followed here. Returns whether a directory was removed.
+pub(super) fn create_symlink(
+    dir: BorrowedFd<'_>,
+    name: &[u8],
+    target: &[u8],
+) -> Result<bool, Failure> {
+    match rustix::fs::symlinkat(target, dir, name) {
+        Ok(()) => Ok(false),
+        Err(Errno::EXIST) => {
+            let removed_dir = remove_existing(dir, name)?;
+            rustix::fs::symlinkat(target, dir, name).map_err(at("creating the symlink"))?;
+            Ok(removed_dir)
+        }
+        Err(e) => Err(("creating the symlink", e.into())),
+    }
+}
+
+/// Owner (when `chown`), mode and xattrs through a descriptor (regular files and
+/// directories).
+fn set_fd_meta(
+    fd: BorrowedFd<'_>,
+    meta: &Meta,
+    chown: bool,
+    xattrs: &[(Vec<u8>, Vec<u8>)],
+) -> Result<(), Failure> {
+    if chown {
+        rustix::fs::fchown(fd, Some(meta.uid), Some(meta.gid)).map_err(at("chown"))?;
+    }
+    // After chown, which clears setuid/setgid.
+    rustix::fs::fchmod(fd, meta.mode).map_err(at("chmod"))?;
+    // After chown too, which clears security.capability.
+    for (name, value) in xattrs {
+        rustix::fs::fsetxattr(fd, &name[..], value, XattrFlags::empty())
+            .map_err(at("setting an extended attribute"))?;
+    }
+    Ok(())
+}
+
+/// Owner, mode, xattrs and times of a regular file just written, through its descriptor.
+pub(super) fn finish_fd(
+    fd: BorrowedFd<'_>,
+    meta: &Meta,
+    chown: bool,
+    xattrs: &[(Vec<u8>, Vec<u8>)],
+) -> Result<(), Failure> {
+    set_fd_meta(fd, meta, chown, xattrs)?;
+    rustix::fs::futimens(fd, &both(meta.mtime)).map_err(at("setting times"))
+}
+
+/// `/proc/self/fd/<dir>[/<name>]`: a path that reaches `name` in `dir` through the
+/// descriptor, for the calls that have no `*at` form. `name` is a single component, and
+/// the final component is never followed by the `l*` calls.
+fn proc_path(dir: BorrowedFd<'_>, name: Option<&[u8]>) -> Vec<u8> {
+    let mut path = b"/proc/self/fd/".to_vec();
+    path.extend_from_slice(DecInt::from_fd(dir).as_bytes());
+    if let Some(name) = name {
+        path.push(b'/');
+        path.extend_from_slice(name);
+    }
+    path
+}
+
+/// Xattrs on a symlink or special file `name` in `dir`.
+fn set_xattrs_at(
+    dir: BorrowedFd<'_>,
+    name: &[u8],
+    xattrs: &[(Vec<u8>, Vec<u8>)],
+) -> Result<(), Failure> {
+    if xattrs.is_empty() {
+        return Ok(());
+    }
+    let path = proc_path(dir, Some(name));
+    for (key, value) in xattrs {
+        match rustix::fs::lsetxattr(&path[..], &key[..], value, XattrFlags::empty()) {
+            Ok(()) => {}
+            // The kernel refuses user.* xattrs on symlinks and special files.
+            Err(Errno::PERM) if key.starts_with(b"user.") => {}
+            Err(e) => return Err(("setting an extended attribute", e.into())),
+        }
+    }
+    Ok(())
+}
+
+/// Owner (when `chown`), mode (when `chmod`), xattrs and times of a symlink or special
+/// file, by name in `dir`.
+pub(super) fn finish_at(
+    dir: BorrowedFd<'_>,
+    name: &[u8],
+    meta: &Meta,
+    chown: bool,
+    chmod: bool,
+    xattrs: &[(Vec<u8>, Vec<u8>)],
+) -> Result<(), Failure> {
+    if chown {
+        rustix::fs::chownat(
+            dir,
+            name,
+            Some(meta.uid),
+            Some(meta.gid),
+            AtFlags::SYMLINK_NOFOLLOW,
+        )
+        .map_err(at("chown"))?;
+    }
+    if chmod {
+        // There is no fchmodat(AT_SYMLINK_NOFOLLOW) before Linux 6.6 and no fchmod on an
+        // O_PATH descriptor, and opening a device or fifo for real has side effects:
+        // pin the node with O_PATH, check it is what we made, and chmod it through
+        // its /proc/self/fd link, which leads to exactly that inode.
+        let fd = rustix::fs::openat(
+            dir,
+            name,
+            OFlags::PATH | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+            Mode::empty(),
+        )
+        .map_err(at("opening the special file"))?;
+        let st = rustix::fs::fstat(&fd).map_err(at("inspecting the special file"))?;
+        if FileType::from_raw_mode(st.st_mode) == FileType::Symlink {
+            return Err(("chmod", Errno::LOOP.into()));
+        }
+        rustix::fs::chmodat(
+            CWD,
+            &proc_path(fd.as_fd(), None)[..],
+            meta.mode,
+            AtFlags::empty(),
+        )
+        .map_err(at("chmod"))?;
+    }
+    set_xattrs_at(dir, name, xattrs)?;
+    rustix::fs::utimensat(dir, name, &both(meta.mtime), AtFlags::SYMLINK_NOFOLLOW)
+        .map_err(at("setting times"))
+}
+
+/// A set of paths kept as 64-bit hashes, so that it stays small for layers with millions
+/// of entries. Two paths with the same hash only cost a needless wait for the workers
+/// (a path is taken to be known when it is not), never a missed one.
+#[derive(Default)]
+struct Known {
+    hashes: HashSet<u64>,
+    state: std::hash::RandomState,
+}
+
+impl Known {
+    /// Adds `path`; false if it (or a path with the same hash) was there already.
+    fn insert(&mut self, path: &[u8]) -> bool {
+        self.hashes.insert(self.state.hash_one(path))
+    }
+}
+
+/// Applies tar entries one by one beneath a destination directory, handing regular files
+/// and symlinks to a [`Pool`] of workers when it has one (see the `pool` module for how
+/// the result is kept the same as applying the entries in order).
 pub(super) struct Extractor {
     /// Whether what we create is owned by root:root to begin with.
     root_creds: bool,
     dirs: Dirs,
+    pool: Option<Pool>,
+    /// With a pool: every path this layer has created, or resolved as a directory (with
+    /// every directory on the way), as hashes (see [`Known`]). A job is only ever handed
+    /// out for a path not in here, so it cannot collide with anything before it; an entry
+    /// for a path in here waits for the jobs in flight first.
+    known: Known,
     /// Raw name of the current (or last) entry, for error messages.
     name: Vec<u8>,
     have_name: bool,
@@ -300,9 +507,7 @@ pub(super) struct Extractor {
     link_raw: Vec<u8>,
     link: Vec<u8>,
     /// `SCHILY.xattr.*` records of the current entry.
-    xattrs: Vec<(Vec<u8>, Vec<u8>)>,
-    /// Scratch space for `/proc/self/fd/N/name` paths.
-    proc_path: Vec<u8>,
+    xattrs: Xattrs,
     /// Copy buffer for file contents.
     buf: Vec<u8>,
     /// Directories whose times are set once all their children are written.
@@ -313,25 +518,26 @@ pub(super) struct Extractor {
 
 impl Extractor {
     /// `root_gid`: what [`inherit_gid`] says of `root`.
-    pub(super) fn new(root: OwnedFd, root_gid: Option<u32>) -> Self {
+    pub(super) fn new(root: OwnedFd, root_gid: Option<u32>, pool: Option<Pool>) -> Self {
         Extractor {
             root_creds: rustix::process::geteuid().is_root()
                 && rustix::process::getegid().is_root(),
             dirs: Dirs {
                 root: Rc::new(DirFd {
-                    fd: root,
+                    fd: Arc::new(root),
                     inherit_gid: Cell::new(root_gid),
                 }),
                 cached_path: Vec::new(),
                 cached: None,
             },
+            pool,
+            known: Known::default(),
             name: Vec::new(),
             have_name: false,
             path: Vec::new(),
             link_raw: Vec::new(),
             link: Vec::new(),
             xattrs: Vec::new(),
-            proc_path: Vec::new(),
             buf: vec![0; BUF_SIZE],
             dir_times: Vec::new(),
             unpacked_size: 0,
@@ -351,12 +557,25 @@ impl Extractor {
         }
     }
 
+    /// The error to report when applying stops with `e`: a file that a worker failed to
+    /// create comes earlier in the stream than whatever failed after it was handed out.
+    pub(super) fn first_error(&mut self, e: LayerError) -> LayerError {
+        match self.pool.as_mut().map(Pool::barrier) {
+            Some(Err(earlier)) => earlier,
+            _ => e,
+        }
+    }
+
     fn fail(&self, op: &'static str, e: impl Into<io::Error>) -> LayerError {
         LayerError::Apply {
             entry: self.entry_name(),
             op,
             source: e.into(),
         }
+    }
+
+    fn failed(&self, (op, e): Failure) -> LayerError {
+        self.fail(op, e)
     }
 
     fn invalid(&self, reason: impl Into<String>) -> LayerError {
@@ -390,22 +609,73 @@ impl Extractor {
         }
     }
 
+    /// Called before an entry creates, replaces or removes `path`; records the path.
+    /// Returns whether the entry may be handed to the pool: only when nothing earlier in
+    /// the layer used `path`, so that what a job replaces can be nothing this thread has
+    /// open or cached. Otherwise a job may still be writing that path (or beneath it):
+    /// waits for the jobs in flight, and the entry is applied here.
+    fn claim(&mut self, path: &[u8]) -> Result<bool, LayerError> {
+        let Some(pool) = &mut self.pool else {
+            return Ok(false);
+        };
+        if self.known.insert(path) {
+            Ok(true)
+        } else {
+            pool.barrier()?;
+            Ok(false)
+        }
+    }
+
+    /// Opens the directory `rel` beneath the destination (created if missing when
+    /// `create`). A job in flight for a path on the way means a later entry goes through
+    /// what that job creates: wait for it, so the path is resolved as it would have been
+    /// in order (and refused, as it is no directory).
+    fn open_dir(
+        &mut self,
+        rel: &[u8],
+        create: bool,
+    ) -> Result<Result<Rc<DirFd>, Resolve>, LayerError> {
+        let Some(pool) = &mut self.pool else {
+            return Ok(self.dirs.open(rel, create));
+        };
+        if self.dirs.is_cached(rel) {
+            return Ok(self.dirs.open(rel, create));
+        }
+        if pool.is_pending_on_path(rel) {
+            pool.barrier()?;
+        }
+        let opened = self.dirs.open(rel, create);
+        if opened.is_ok() {
+            // Every directory on the way exists now, and is this layer's business.
+            for (i, &b) in rel.iter().enumerate() {
+                if b == b'/' {
+                    self.known.insert(&rel[..i]);
+                }
+            }
+            self.known.insert(rel);
+        }
+        Ok(opened)
+    }
+
     /// The parent directory of an entry, created if missing.
     fn parent(&mut self, parent: &[u8]) -> Result<Rc<DirFd>, LayerError> {
-        self.dirs
-            .open(parent, true)
+        self.open_dir(parent, true)?
             .map_err(|e| self.resolve_error(e))
     }
 
     /// Removes whatever is at `name` in `dir` so that an entry can take its place.
     fn remove_existing(&mut self, dir: BorrowedFd<'_>, name: &[u8]) -> Result<(), LayerError> {
-        match rustix::fs::unlinkat(dir, name, AtFlags::empty()) {
-            Ok(()) | Err(Errno::NOENT) => Ok(()),
-            Err(Errno::ISDIR) => {
-                self.dirs.invalidate();
-                remove_tree(dir, name).map_err(|e| self.fail("removing the existing directory", e))
+        match remove_existing(dir, name) {
+            Ok(removed_dir) => {
+                if removed_dir {
+                    self.dirs.invalidate();
+                }
+                Ok(())
             }
-            Err(e) => Err(self.fail("removing the existing file", e)),
+            Err(failure) => {
+                self.dirs.invalidate();
+                Err(self.failed(failure))
+            }
         }
     }
 
@@ -460,7 +730,6 @@ impl Extractor {
                 }
             }
         }
-
         normalize(&self.name, path).map_err(|reason| self.unsafe_path(reason))?;
 
         let header = entry.header();
@@ -554,62 +823,45 @@ impl Extractor {
             && parent.inherit_gid.get().is_none_or(|gid| gid == 0))
     }
 
-    /// Owner (when `chown`), mode and xattrs through a descriptor (regular files and
-    /// directories).
-    fn set_fd_meta(&self, fd: BorrowedFd<'_>, meta: &Meta, chown: bool) -> Result<(), LayerError> {
-        if chown {
-            rustix::fs::fchown(fd, Some(meta.uid), Some(meta.gid))
-                .map_err(|e| self.fail("chown", e))?;
-        }
-        // After chown, which clears setuid/setgid.
-        rustix::fs::fchmod(fd, meta.mode).map_err(|e| self.fail("chmod", e))?;
-        // After chown too, which clears security.capability.
-        for (name, value) in &self.xattrs {
-            rustix::fs::fsetxattr(fd, &name[..], value, XattrFlags::empty())
-                .map_err(|e| self.fail("setting an extended attribute", e))?;
-        }
-        Ok(())
-    }
-
-    /// `/proc/self/fd/<dir>[/<name>]` in `self.proc_path`: a path that reaches `name` in
-    /// `dir` through the descriptor, for the calls that have no `*at` form. `name` is a
-    /// single component, and the final component is never followed by the `l*` calls.
-    fn set_proc_path(&mut self, dir: BorrowedFd<'_>, name: Option<&[u8]>) {
-        self.proc_path.clear();
-        self.proc_path.extend_from_slice(b"/proc/self/fd/");
-        self.proc_path
-            .extend_from_slice(DecInt::from_fd(dir).as_bytes());
-        if let Some(name) = name {
-            self.proc_path.push(b'/');
-            self.proc_path.extend_from_slice(name);
-        }
-    }
-
-    /// Xattrs on a symlink or special file `name` in `dir`.
-    fn set_xattrs_at(&mut self, dir: BorrowedFd<'_>, name: &[u8]) -> Result<(), LayerError> {
-        if self.xattrs.is_empty() {
-            return Ok(());
-        }
-        self.set_proc_path(dir, Some(name));
-        for (key, value) in &self.xattrs {
-            match rustix::fs::lsetxattr(&self.proc_path[..], &key[..], value, XattrFlags::empty()) {
-                Ok(()) => {}
-                // The kernel refuses user.* xattrs on symlinks and special files.
-                Err(Errno::PERM) if key.starts_with(b"user.") => {}
-                Err(e) => return Err(self.fail("setting an extended attribute", e)),
-            }
-        }
-        Ok(())
+    /// Hands `leaf` at `path` (in `parent`) to the pool, which the caller has.
+    fn submit(
+        &mut self,
+        path: &[u8],
+        parent: &DirFd,
+        leaf: Leaf,
+        meta: &Meta,
+    ) -> Result<(), LayerError> {
+        let (dir_part, _) = split(path);
+        let job = Job {
+            seq: self.entries,
+            entry: self.entry_name(),
+            path: path.into(),
+            name_at: if dir_part.is_empty() {
+                0
+            } else {
+                dir_part.len() + 1
+            },
+            dir: parent.fd.clone(),
+            leaf,
+            meta: *meta,
+            chown: self.needs_chown(parent, meta),
+            xattrs: mem::take(&mut self.xattrs),
+        };
+        self.pool
+            .as_mut()
+            .expect("submit is only called with a pool")
+            .submit(job)
     }
 
     fn directory(&mut self, path: &[u8], meta: &Meta) -> Result<(), LayerError> {
         if path.is_empty() {
             let root = self.dirs.root.clone();
-            self.set_fd_meta(root.as_fd(), meta, true)?;
+            set_fd_meta(root.as_fd(), meta, true, &self.xattrs).map_err(|f| self.failed(f))?;
             root.inherit_gid.set(setgid_group(meta));
             self.dir_times.push((Box::default(), meta.mtime));
             return Ok(());
         }
+        self.claim(path)?;
         let (parent, name) = split(path);
         let pfd = self.parent(parent)?;
         let mut opaque = false;
@@ -635,7 +887,7 @@ impl Extractor {
         }
         let fd = rustix::fs::openat(&pfd, name, DIR_FLAGS, Mode::empty())
             .map_err(|e| self.fail("opening the directory", e))?;
-        self.set_fd_meta(fd.as_fd(), meta, chown)?;
+        set_fd_meta(fd.as_fd(), meta, chown, &self.xattrs).map_err(|f| self.failed(f))?;
         if opaque {
             rustix::fs::fsetxattr(&fd, OPAQUE_XATTR, b"y", XattrFlags::empty())
                 .map_err(|e| self.fail("marking the directory opaque", e))?;
@@ -643,7 +895,7 @@ impl Extractor {
         self.dir_times.push((path.into(), meta.mtime));
         // Its children most likely come next.
         let dir = DirFd {
-            fd,
+            fd: Arc::new(fd),
             inherit_gid: Cell::new(setgid_group(meta)),
         };
         self.dirs.remember(path, Rc::new(dir));
@@ -657,20 +909,37 @@ impl Extractor {
         meta: &Meta,
         expected: Option<u64>,
     ) -> Result<(), LayerError> {
+        let to_pool = self.claim(path)?;
         let (parent, name) = split(path);
         let pfd = self.parent(parent)?;
-        let mode = Mode::from_raw_mode(0o600);
-        let fd = match rustix::fs::openat(&pfd, name, FILE_FLAGS, mode) {
-            Ok(fd) => fd,
-            Err(Errno::EXIST) => {
-                // Later entries win; never write through what is there (it may be a hard
-                // link shared with another path, or a symlink).
-                self.remove_existing(pfd.as_fd(), name)?;
-                rustix::fs::openat(&pfd, name, FILE_FLAGS, mode)
-                    .map_err(|e| self.fail("creating the file", e))?
-            }
-            Err(e) => return Err(self.fail("creating the file", e)),
+        let truncated = || {
+            io::Error::new(
+                io::ErrorKind::UnexpectedEof,
+                "the layer stream ends inside this entry",
+            )
         };
+        if to_pool
+            && let Some(size) = expected
+            && size <= pool::MAX_JOB_FILE
+        {
+            let mut data = Vec::with_capacity(size as usize);
+            entry
+                .read_to_end(&mut data)
+                .map_err(|e| self.fail("reading the file's contents", e))?;
+            if data.len() as u64 != size {
+                return Err(self.fail("reading the file's contents", truncated()));
+            }
+            self.unpacked_size += size;
+            return self.submit(path, &pfd, Leaf::File(data), meta);
+        }
+
+        let (fd, removed_dir) = create_file(pfd.as_fd(), name).map_err(|f| {
+            self.dirs.invalidate();
+            self.failed(f)
+        })?;
+        if removed_dir {
+            self.dirs.invalidate();
+        }
         let mut file = File::from(fd);
         let mut written = 0u64;
         loop {
@@ -685,17 +954,15 @@ impl Extractor {
             written += n as u64;
         }
         if expected.is_some_and(|expected| expected != written) {
-            return Err(self.fail(
-                "reading the file's contents",
-                io::Error::new(
-                    io::ErrorKind::UnexpectedEof,
-                    "the layer stream ends inside this entry",
-                ),
-            ));
+            return Err(self.fail("reading the file's contents", truncated()));
         }
-        self.set_fd_meta(file.as_fd(), meta, self.needs_chown(&pfd, meta))?;
-        rustix::fs::futimens(&file, &both(meta.mtime))
-            .map_err(|e| self.fail("setting times", e))?;
+        finish_fd(
+            file.as_fd(),
+            meta,
+            self.needs_chown(&pfd, meta),
+            &self.xattrs,
+        )
+        .map_err(|f| self.failed(f))?;
         self.unpacked_size += written;
         Ok(())
     }
@@ -704,18 +971,22 @@ impl Extractor {
         if self.link_raw.is_empty() {
             return Err(self.invalid("symlink without a target"));
         }
+        let to_pool = self.claim(path)?;
         let (parent, name) = split(path);
         let pfd = self.parent(parent)?;
-        // The target is stored verbatim: it is never followed here.
-        if let Err(e) = rustix::fs::symlinkat(&self.link_raw[..], &pfd, name) {
-            if e != Errno::EXIST {
-                return Err(self.fail("creating the symlink", e));
-            }
-            self.remove_existing(pfd.as_fd(), name)?;
-            rustix::fs::symlinkat(&self.link_raw[..], &pfd, name)
-                .map_err(|e| self.fail("creating the symlink", e))?;
+        if to_pool {
+            let target = self.link_raw.clone();
+            return self.submit(path, &pfd, Leaf::Symlink(target), meta);
         }
-        self.finish_at(&pfd, name, meta, false)
+        let removed_dir = create_symlink(pfd.as_fd(), name, &self.link_raw).map_err(|f| {
+            self.dirs.invalidate();
+            self.failed(f)
+        })?;
+        if removed_dir {
+            self.dirs.invalidate();
+        }
+        let chown = self.needs_chown(&pfd, meta);
+        finish_at(pfd.as_fd(), name, meta, chown, false, &self.xattrs).map_err(|f| self.failed(f))
     }
 
     fn node(
@@ -725,6 +996,7 @@ impl Extractor {
         dev: Dev,
         meta: &Meta,
     ) -> Result<(), LayerError> {
+        self.claim(path)?;
         let (parent, name) = split(path);
         let pfd = self.parent(parent)?;
         let mode = Mode::from_raw_mode(0o600);
@@ -736,52 +1008,8 @@ impl Extractor {
             rustix::fs::mknodat(&pfd, name, kind, mode, dev)
                 .map_err(|e| self.fail("creating the special file", e))?;
         }
-        self.finish_at(&pfd, name, meta, true)
-    }
-
-    /// Owner, (mode), xattrs and times of a symlink or special file, by name in `dir`.
-    fn finish_at(
-        &mut self,
-        parent: &DirFd,
-        name: &[u8],
-        meta: &Meta,
-        chmod: bool,
-    ) -> Result<(), LayerError> {
-        let dir = parent.as_fd();
-        if self.needs_chown(parent, meta) {
-            rustix::fs::chownat(
-                dir,
-                name,
-                Some(meta.uid),
-                Some(meta.gid),
-                AtFlags::SYMLINK_NOFOLLOW,
-            )
-            .map_err(|e| self.fail("chown", e))?;
-        }
-        if chmod {
-            // There is no fchmodat(AT_SYMLINK_NOFOLLOW) before Linux 6.6 and no fchmod on an
-            // O_PATH descriptor, and opening a device or fifo for real has side effects:
-            // pin the node with O_PATH, check it is what we made, and chmod it through
-            // its /proc/self/fd link, which leads to exactly that inode.
-            let fd = rustix::fs::openat(
-                dir,
-                name,
-                OFlags::PATH | OFlags::NOFOLLOW | OFlags::CLOEXEC,
-                Mode::empty(),
-            )
-            .map_err(|e| self.fail("opening the special file", e))?;
-            let st =
-                rustix::fs::fstat(&fd).map_err(|e| self.fail("inspecting the special file", e))?;
-            if FileType::from_raw_mode(st.st_mode) == FileType::Symlink {
-                return Err(self.fail("chmod", Errno::LOOP));
-            }
-            self.set_proc_path(fd.as_fd(), None);
-            rustix::fs::chmodat(CWD, &self.proc_path[..], meta.mode, AtFlags::empty())
-                .map_err(|e| self.fail("chmod", e))?;
-        }
-        self.set_xattrs_at(dir, name)?;
-        rustix::fs::utimensat(dir, name, &both(meta.mtime), AtFlags::SYMLINK_NOFOLLOW)
-            .map_err(|e| self.fail("setting times", e))
+        let chown = self.needs_chown(&pfd, meta);
+        finish_at(pfd.as_fd(), name, meta, chown, true, &self.xattrs).map_err(|f| self.failed(f))
     }
 
     fn hardlink(&mut self, path: &[u8], target: &[u8]) -> Result<(), LayerError> {
@@ -792,8 +1020,15 @@ impl Extractor {
         if target.is_empty() {
             return Err(self.hard_link("the target is the layer's root"));
         }
+        // The target may be a file that a worker is still creating.
+        if let Some(pool) = &mut self.pool
+            && pool.is_pending(target)
+        {
+            pool.barrier()?;
+        }
+        self.claim(path)?;
         let (tparent, tname) = split(target);
-        let tfd = self.dirs.open(tparent, false).map_err(|e| match e {
+        let tfd = self.open_dir(tparent, false)?.map_err(|e| match e {
             Resolve::Missing => self.hard_link("the target does not exist in this layer"),
             Resolve::NotDirectory => {
                 self.hard_link("a parent of the target is a symlink or not a directory")
@@ -836,6 +1071,14 @@ impl Extractor {
         if target.is_empty() || target == b"." || target == b".." {
             return Err(self.unsafe_path("whiteout of no file"));
         }
+        if self.pool.is_some() {
+            let mut path = parent.to_vec();
+            if !path.is_empty() {
+                path.push(b'/');
+            }
+            path.extend_from_slice(target);
+            self.claim(&path)?;
+        }
         match rustix::fs::mknodat(
             &pfd,
             target,
@@ -862,9 +1105,12 @@ impl Extractor {
         }
     }
 
-    /// Sets the directories' times, now that nothing more will be written into them, and
-    /// returns (unpacked size, entries).
+    /// Waits for the workers, sets the directories' times, now that nothing more will be
+    /// written into them, and returns (unpacked size, entries).
     pub(super) fn finish(mut self) -> Result<(u64, u64), LayerError> {
+        if let Some(pool) = &mut self.pool {
+            pool.barrier()?;
+        }
         let dir_times = mem::take(&mut self.dir_times);
         let root = self.dirs.root.clone();
         for (path, mtime) in &dir_times {

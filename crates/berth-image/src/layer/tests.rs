@@ -1004,3 +1004,312 @@ fn unknown_entry_types_are_refused() {
         "{err:?}"
     );
 }
+
+// Parallel file creation: regular files up to `pool::MAX_JOB_FILE` and symlinks are
+// created by worker threads while the entries after them are read. The tests below put a
+// later entry right behind one a worker is likely still writing.
+
+/// Contents big enough that a worker is likely still writing them when the next entries
+/// are read, small enough to be handed to a worker.
+fn job_sized(seed: u64) -> Vec<u8> {
+    let data = noise(512 * 1024, seed);
+    assert!(data.len() as u64 <= pool::MAX_JOB_FILE);
+    data
+}
+
+#[test]
+fn duplicate_of_a_file_a_worker_is_writing() {
+    let mut t = Tar::new();
+    t.file("f", &job_sized(1));
+    t.file("f", b"second");
+    t.file("g", &job_sized(2));
+    t.dir("g/", &DEFAULT); // a directory replacing it
+    t.file("g/child", b"c");
+    t.file("h", &job_sized(3));
+    t.symlink("h", "target"); // a symlink replacing it
+    t.symlink("s", "first");
+    t.file("s", &job_sized(4)); // a file replacing a symlink
+    let dest = Dest::new();
+    dest.apply(&t.finish()).unwrap();
+    assert_eq!(fs::read(dest.path("f")).unwrap(), b"second");
+    assert!(lmeta(&dest.path("g")).is_dir());
+    assert_eq!(fs::read(dest.path("g/child")).unwrap(), b"c");
+    assert_eq!(fs::read_link(dest.path("h")).unwrap(), Path::new("target"));
+    assert!(lmeta(&dest.path("s")).is_file());
+    assert_eq!(fs::read(dest.path("s")).unwrap(), job_sized(4));
+}
+
+#[test]
+fn hard_link_to_a_file_a_worker_is_writing() {
+    let mut t = Tar::new();
+    t.file("bin/a", &job_sized(5));
+    t.hardlink("bin/b", "bin/a");
+    t.file("c", b"first");
+    t.file("c", &job_sized(6)); // replaced, by a worker
+    t.hardlink("d", "c");
+    // A symlink (created by a worker) is linked itself.
+    t.symlink("s", "nowhere");
+    t.hardlink("s2", "s");
+    let dest = Dest::new();
+    let applied = dest.apply(&t.finish()).unwrap();
+    let (a, b) = (lmeta(&dest.path("bin/a")), lmeta(&dest.path("bin/b")));
+    assert_eq!((a.ino(), a.nlink()), (b.ino(), 2));
+    assert_eq!(fs::read(dest.path("bin/b")).unwrap(), job_sized(5));
+    let (c, d) = (lmeta(&dest.path("c")), lmeta(&dest.path("d")));
+    assert_eq!((c.ino(), c.nlink()), (d.ino(), 2));
+    assert_eq!(fs::read(dest.path("d")).unwrap(), job_sized(6));
+    let (s, s2) = (lmeta(&dest.path("s")), lmeta(&dest.path("s2")));
+    assert!(s2.file_type().is_symlink());
+    assert_eq!(s.ino(), s2.ino());
+    assert_eq!(applied.unpacked_size, 2 * 512 * 1024 + 5);
+}
+
+#[test]
+fn whiteout_of_a_file_a_worker_wrote() {
+    let mut t = Tar::new();
+    t.file("etc/c", &job_sized(7));
+    t.file("etc/.wh.c", b"");
+    t.symlink("l", "x");
+    t.file(".wh.l", b"");
+    let dest = Dest::new();
+    dest.apply(&t.finish()).unwrap();
+    // This layer's own files stay; they already hide the lower layers' versions.
+    assert!(lmeta(&dest.path("etc/c")).is_file());
+    assert_eq!(fs::read(dest.path("etc/c")).unwrap(), job_sized(7));
+    assert_eq!(fs::read_link(dest.path("l")).unwrap(), Path::new("x"));
+}
+
+#[test]
+fn path_through_a_file_a_worker_is_writing_is_refused() {
+    let mut t = Tar::new();
+    t.file("f", &job_sized(8));
+    t.file("f/x", b"x");
+    let (dest, err) = expect_refused(&t.finish(), "f/x");
+    assert!(matches!(err, LayerError::UnsafePath { .. }), "{err:?}");
+    // No directory was made for f/x in place of the file.
+    assert!(lmeta(&dest.path("f")).is_file());
+
+    let mut t = Tar::new();
+    t.file("f", &job_sized(9));
+    t.hardlink("h", "f/x");
+    let (_, err) = expect_refused(&t.finish(), "`h`");
+    assert!(matches!(err, LayerError::HardLink { .. }), "{err:?}");
+
+    let elsewhere = TempDir::new().unwrap();
+    let mut t = Tar::new();
+    t.symlink("l", elsewhere.path().to_str().unwrap());
+    t.dir("l/d/", &DEFAULT);
+    expect_refused(&t.finish(), "l/d/");
+    assert!(fs::read_dir(elsewhere.path()).unwrap().next().is_none());
+}
+
+#[test]
+fn directory_replaced_while_workers_write_into_it() {
+    let mut t = Tar::new();
+    t.dir("d/", &DEFAULT);
+    for i in 0..300 {
+        t.file(&format!("d/f{i}"), &noise(2000, i));
+    }
+    t.file("d", b"now a file");
+    t.file("e/big", &job_sized(10));
+    t.file("e", b"replaces e/ and e/big");
+    let dest = Dest::new();
+    dest.apply(&t.finish()).unwrap();
+    assert_eq!(fs::read(dest.path("d")).unwrap(), b"now a file");
+    assert_eq!(fs::read(dest.path("e")).unwrap(), b"replaces e/ and e/big");
+}
+
+#[test]
+fn the_earliest_failing_entry_is_reported() {
+    let mut t = Tar::new();
+    t.file("ok", b"ok");
+    // The kernel knows no `bogus.` xattr namespace: creating this file fails (in a worker).
+    t.pax(&[("SCHILY.xattr.bogus.name", b"v")]);
+    t.file("bad", b"bad");
+    for i in 0..100 {
+        t.file(&format!("more/f{i}"), b"x");
+    }
+    t.file("../evil", b"evil");
+    let layer = t.finish();
+    let (_, err) = expect_refused(&layer, "`bad`");
+    assert!(
+        matches!(
+            err,
+            LayerError::Apply {
+                op: "setting an extended attribute",
+                ..
+            }
+        ),
+        "{err:?}"
+    );
+
+    // The same as applying the entries in order.
+    let serial = Dest::new();
+    let root = open_dir(&serial.snap());
+    let err = apply_serially(Box::new(&layer[..]), root, None).unwrap_err();
+    assert!(err.to_string().contains("`bad`"), "{err}");
+}
+
+fn open_dir(p: &Path) -> std::os::fd::OwnedFd {
+    rustix::fs::open(
+        p,
+        rustix::fs::OFlags::RDONLY | rustix::fs::OFlags::DIRECTORY | rustix::fs::OFlags::CLOEXEC,
+        rustix::fs::Mode::empty(),
+    )
+    .unwrap()
+}
+
+/// Everything about the tree under `root` that applying a layer decides, one line per path.
+fn describe(root: &Path) -> Vec<String> {
+    fn walk(root: &Path, rel: &Path, out: &mut Vec<String>) {
+        let p = root.join(rel);
+        let m = lmeta(&p);
+        let ft = m.file_type();
+        let what = if ft.is_dir() {
+            format!("dir opaque={:?}", xattr(&p, "trusted.overlay.opaque"))
+        } else if ft.is_symlink() {
+            format!("symlink -> {}", fs::read_link(&p).unwrap().display())
+        } else if ft.is_file() {
+            format!(
+                "file {}",
+                hex::encode(sha2::Sha256::digest(fs::read(&p).unwrap()))
+            )
+        } else {
+            format!("other {:o} rdev={}", m.mode() & 0o170000, m.rdev())
+        };
+        // Whiteout devices get the time they were made.
+        let mtime = if ft.is_char_device() { 0 } else { m.mtime() };
+        out.push(format!(
+            "{} {what} mode={:o} owner={}:{} mtime={mtime} nlink={}",
+            rel.display(),
+            m.mode() & 0o7777,
+            m.uid(),
+            m.gid(),
+            if ft.is_dir() { 0 } else { m.nlink() },
+        ));
+        if ft.is_dir() {
+            let mut names: Vec<_> = fs::read_dir(&p)
+                .unwrap()
+                .map(|e| e.unwrap().file_name())
+                .collect();
+            names.sort();
+            for name in names {
+                walk(root, &rel.join(name), out);
+            }
+        }
+    }
+    let mut out = Vec::new();
+    walk(root, Path::new(""), &mut out);
+    out
+}
+
+#[test]
+fn workers_give_the_same_tree_as_applying_in_order() {
+    use std::collections::HashMap;
+    #[derive(Clone, Copy, PartialEq)]
+    enum Kind {
+        File,
+        Symlink,
+        Dir,
+        Whiteout,
+    }
+    // Leaves drawn from a few names in a few fixed directories, so that entries keep
+    // landing on paths an earlier entry (possibly still being written) created. A model of
+    // the tree keeps the layer valid: hard links only to files and symlinks, children only
+    // in leaves that are directories.
+    let mut x = 0x9e37_79b9_7f4a_7c15u64;
+    let mut next = move |n: u64| {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        x % n
+    };
+    let mut model: HashMap<String, Kind> = HashMap::new();
+    let mut t = Tar::new();
+    // Directories without an entry would get the time they were made.
+    for d in ["./", "a/", "a/b/", "c/"] {
+        t.dir(d, &DEFAULT);
+    }
+    for i in 0..3000u64 {
+        let dir = ["", "a/", "a/b/", "c/"][next(4) as usize];
+        let leaf = format!("{dir}n{}", next(30));
+        let path = if model.get(&leaf) == Some(&Kind::Dir) && next(2) == 0 {
+            format!("{leaf}/m{}", next(5))
+        } else {
+            leaf
+        };
+        let o = Opts {
+            mode: [0o644, 0o600, 0o755, 0o4755][next(4) as usize],
+            uid: next(3),
+            gid: next(3),
+            mtime: 1_000_000 + i,
+        };
+        let kind = match next(12) {
+            0 => {
+                t.dir(&format!("{path}/"), &o);
+                if model.get(&path) != Some(&Kind::Dir) {
+                    model.retain(|p, _| !p.starts_with(&format!("{path}/")));
+                }
+                Kind::Dir
+            }
+            1 => {
+                t.symlink(&path, &format!("target{i}"));
+                Kind::Symlink
+            }
+            2 => {
+                let targets: Vec<_> = model
+                    .iter()
+                    .filter(|(p, k)| {
+                        matches!(k, Kind::File | Kind::Symlink)
+                            && **p != path
+                            && !p.starts_with(&format!("{path}/"))
+                    })
+                    .map(|(p, _)| p.clone())
+                    .collect();
+                if targets.is_empty() {
+                    continue;
+                }
+                let target = &targets[next(targets.len() as u64) as usize];
+                t.hardlink(&path, target);
+                model[target]
+            }
+            3 => {
+                let (parent, name) = path.rsplit_once('/').unwrap_or(("", &path));
+                let wh = if parent.is_empty() {
+                    format!(".wh.{name}")
+                } else {
+                    format!("{parent}/.wh.{name}")
+                };
+                t.file(&wh, b"");
+                if model.contains_key(&path) {
+                    continue;
+                }
+                Kind::Whiteout
+            }
+            _ => {
+                let size = [0, 100, 5000, 70_000][next(4) as usize];
+                t.file_with(&path, &noise(size, i), &o);
+                Kind::File
+            }
+        };
+        if kind != Kind::Dir {
+            model.retain(|p, _| !p.starts_with(&format!("{path}/")));
+        }
+        model.insert(path, kind);
+    }
+    let layer = t.finish();
+
+    let parallel = Dest::new();
+    let applied = parallel.apply(&layer).unwrap();
+    let serial = Dest::new();
+    let (hash, counts) =
+        apply_serially(Box::new(&layer[..]), open_dir(&serial.snap()), None).unwrap();
+    assert_eq!(
+        applied.diff_id.to_string(),
+        format!("sha256:{}", hex::encode(hash))
+    );
+    assert_eq!((applied.unpacked_size, applied.entries), counts);
+    let (want, got) = (describe(&serial.snap()), describe(&parallel.snap()));
+    assert!(want.len() > 50, "{want:?}");
+    assert_eq!(want, got);
+}
