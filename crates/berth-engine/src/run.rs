@@ -11,6 +11,7 @@ use berth_runtime::cgroups::{self, CgroupConfig, CgroupError};
 use berth_runtime::linux::StartError;
 
 use crate::containers::monitor::{self, Mode};
+use crate::containers::stdio;
 use crate::containers::{Container, ContainerError, State, Status};
 use crate::spec::{self, RunOptions};
 use crate::{Engine, EngineError};
@@ -78,6 +79,8 @@ pub struct ExecOptions {
     pub detach: bool,
     /// `-i`.
     pub interactive: bool,
+    /// `-t`: a pseudo-terminal.
+    pub tty: bool,
 }
 
 /// OCI mounts, every volume used, and the anonymous volumes created.
@@ -680,19 +683,42 @@ impl Engine {
             None => None,
         };
         let cg = self.cgroup_of(&c)?;
+        let io_err = |what: &str| {
+            let path = std::path::PathBuf::from(what);
+            move |source| RunError::Io { path, source }
+        };
         let null = |w: bool| -> Result<Option<std::os::fd::OwnedFd>, RunError> {
             let f = fs::OpenOptions::new()
                 .read(!w)
                 .write(w)
                 .open("/dev/null")
-                .map_err(|source| RunError::Io {
-                    path: "/dev/null".into(),
-                    source,
-                })?;
+                .map_err(io_err("/dev/null"))?;
             Ok(Some(f.into()))
         };
+        // -t (not detached): the process gets a pty slave as its terminal and we
+        // relay between the master and our own stdin/stdout, as the monitor does.
+        let mut master = None;
+        // The container's own -t says nothing about this process's terminal.
+        process.set_terminal(Some(false));
         let stdio = if o.detach {
             [null(false)?, null(true)?, null(true)?]
+        } else if o.tty {
+            // From the container's own devpts instance, so the process finds its
+            // terminal under /dev/pts (`tty`, ttyname), as runc does.
+            let ptmx = format!("/proc/{}/root/dev/pts/ptmx", c.state.pid);
+            let (m, slave, _) =
+                berth_runtime::linux::oci::open_pty(Path::new(&ptmx)).map_err(io_err(&ptmx))?;
+            stdio::size_like_ours(&m);
+            let _ = rustix::fs::fchown(
+                &slave,
+                Some(rustix::process::Uid::from_raw(process.user().uid())),
+                None,
+            );
+            master = Some(m);
+            let s0 = slave.try_clone().map_err(io_err("pty"))?;
+            let s1 = slave.try_clone().map_err(io_err("pty"))?;
+            process.set_terminal(Some(true));
+            [Some(s0), Some(s1), Some(slave)]
         } else if o.interactive {
             [None, None, None]
         } else {
@@ -709,8 +735,35 @@ impl Engine {
             return Ok(0);
         }
         berth_runtime::linux::forward_signals(pid);
+        if let Some(m) = master {
+            let to = fs::File::from(m.try_clone().map_err(io_err("pty"))?);
+            let input = if o.interactive {
+                stdio::Input::Stdin { to }
+            } else {
+                stdio::Input::None
+            };
+            stdio::relay(stdio::Output::Tty(m.into()), input, &mut stdio::NoLog, true);
+        }
         berth_runtime::linux::wait(pid).map_err(|source| RunError::Io {
             path: format!("pid {pid}").into(),
+            source,
+        })
+    }
+
+    /// A connection to the stdin of a running container created with `-i`
+    /// (`start -i`): what is written to it reaches the process.
+    pub fn attach_stdin(&self, name: &str) -> Result<std::os::unix::net::UnixStream, RunError> {
+        let c = self.running(name)?;
+        if !c.options.open_stdin {
+            return Err(ContainerError::State(format!(
+                "container {} was not created with -i: its stdin is closed",
+                c.name
+            ))
+            .into());
+        }
+        let dir = self.containers().dir(&c.id);
+        stdio::connect_attach(&dir).map_err(|source| RunError::Io {
+            path: dir.join(stdio::ATTACH_SOCKET),
             source,
         })
     }

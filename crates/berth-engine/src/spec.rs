@@ -65,6 +65,12 @@ pub struct RunOptions {
     pub tty: bool,
     /// `--init`: an init process as PID 1 that reaps zombies and forwards signals.
     pub init: bool,
+    /// `-i`: keep stdin open (Docker's OpenStdin); a detached container then takes
+    /// input from `start -i`.
+    pub open_stdin: bool,
+    /// Close stdin when the first attached client hangs up (Docker's StdinOnce:
+    /// `create -i`, but not `run -d -i`).
+    pub stdin_once: bool,
 }
 
 /// Parses Docker's byte sizes: `1024`, `512k`, `64m`, `1g`, `2gb` (binary units).

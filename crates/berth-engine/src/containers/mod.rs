@@ -9,6 +9,7 @@
 //! contending with the others.
 
 pub mod monitor;
+pub mod stdio;
 
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Write};

@@ -5,10 +5,9 @@
 //! and OOM kills, applies the restart policy, and removes `--rm` containers.
 
 use std::fs::{self, File, OpenOptions};
-use std::io::{self, Read, Write};
+use std::io::{self, Write};
 use std::os::fd::OwnedFd;
-use std::os::unix::ffi::OsStrExt;
-use std::os::unix::fs::OpenOptionsExt;
+use std::os::unix::net::UnixStream;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
@@ -17,6 +16,7 @@ use berth_runtime::linux::{self, SpawnOptions};
 use oci_spec::runtime::Spec;
 
 use super::Status;
+use super::stdio::{self, Input, Output};
 use crate::Engine;
 
 /// Rotate the log when it grows past this many bytes (one old file kept).
@@ -110,6 +110,13 @@ impl Log {
     }
 }
 
+impl stdio::Sink for Log {
+    fn write(&mut self, stream: usize, data: &[u8]) {
+        // A log that cannot be written must not stop the container.
+        let _ = Log::write(self, stream, data);
+    }
+}
+
 /// Whether the restart policy asks for another run.
 pub fn should_restart(policy: &str, code: i32, restarts: u32, stopping: bool) -> bool {
     if stopping {
@@ -143,7 +150,7 @@ pub fn run(engine: &Engine, id: &str, mut mode: Mode<'_>) -> Result<i32, crate::
     let cs = engine.containers();
     let dir = cs.dir(id);
     let rec = cs.read(id)?;
-    let spec: Spec =
+    let mut spec: Spec =
         serde_json::from_slice(&fs::read(dir.join("config.json")).map_err(|source| {
             crate::run::RunError::Io {
                 path: dir.join("config.json"),
@@ -154,6 +161,17 @@ pub fn run(engine: &Engine, id: &str, mut mode: Mode<'_>) -> Result<i32, crate::
             path: dir.join("config.json"),
             source: io::Error::new(io::ErrorKind::InvalidData, e),
         })?;
+    if let Some(p) = spec.process_mut()
+        && p.terminal() == Some(true)
+    {
+        let (rows, cols) = stdio::our_size();
+        let size = oci_spec::runtime::BoxBuilder::default()
+            .height(u32::from(rows))
+            .width(u32::from(cols))
+            .build()
+            .expect("a box with both sides");
+        p.set_console_size(Some(size));
+    }
     let overlay = engine.overlay_for(&rec)?;
     let me = std::process::id() as i32;
     let my_start = start_time(me).unwrap_or(0);
@@ -164,7 +182,20 @@ pub fn run(engine: &Engine, id: &str, mut mode: Mode<'_>) -> Result<i32, crate::
         })?;
     let mut first = true;
     let mut backoff = Duration::from_millis(100);
+    // A detached container with an open stdin (-i) takes input from `start -i`
+    // clients through this socket; it lives as long as the monitor, across restarts,
+    // but each run gets its own stdin.
+    let attach_socket = match mode {
+        Mode::Detached(_) if rec.options.open_stdin => {
+            Some(stdio::bind_attach(&dir).map_err(io_err(&dir))?)
+        }
+        _ => None,
+    };
     let code = loop {
+        let mut attach = match &attach_socket {
+            Some(l) => Some(l.try_clone().map_err(io_err(&dir))?),
+            None => None,
+        };
         let cg = cgroups::manager(&CgroupConfig {
             name: id.to_string(),
             parent: rec.options.cgroup_parent.clone(),
@@ -187,22 +218,48 @@ pub fn run(engine: &Engine, id: &str, mut mode: Mode<'_>) -> Result<i32, crate::
             .unwrap_or(false);
         let interactive = matches!(mode, Mode::Foreground { stdin: true, .. });
         // With -t the process gets a pty slave as stdin/stdout/stderr and we
-        // keep the master; without, two pipes (stdout, stderr).
-        let (streams, stdio) = if tty {
-            let (master, slave) = open_pty().map_err(io_err(&dir))?;
-            let s0 = slave.try_clone().map_err(io_err(&dir))?;
-            let s1 = slave.try_clone().map_err(io_err(&dir))?;
-            (Streams::Tty(master), [Some(s0), Some(s1), Some(slave)])
+        // keep the master; without, two pipes (stdout, stderr), and for a
+        // detached container with an open stdin (-i) a third pipe fed from
+        // the attach socket.
+        // The pty is allocated by the container's init from the container's own
+        // devpts (so the process finds its terminal under /dev/pts, as with runc)
+        // and its master sent back over this socket pair.
+        let mut console: Option<UnixStream> = None;
+        let mut init_options = None;
+        let (output, input, stdio) = if tty {
+            let (ours, theirs) = UnixStream::pair().map_err(io_err(&dir))?;
+            console = Some(ours);
+            init_options = Some(linux::oci::InitOptions {
+                console_socket: Some(theirs.into()),
+                ..Default::default()
+            });
+            (None, Input::None, [None, None, None])
         } else {
             let (out_r, out_w) = std::io::pipe().map_err(io_err(&dir))?;
             let (err_r, err_w) = std::io::pipe().map_err(io_err(&dir))?;
-            let stdin: Option<OwnedFd> = if interactive {
-                None
-            } else {
-                Some(File::open("/dev/null").map_err(io_err(&dir))?.into())
+            let (input, stdin): (Input, Option<OwnedFd>) = match attach.take() {
+                Some(listener) => {
+                    let (r, w) = std::io::pipe().map_err(io_err(&dir))?;
+                    let input = Input::Attach {
+                        listener,
+                        to: Some(File::from(OwnedFd::from(w))),
+                        once: rec.options.stdin_once,
+                    };
+                    (input, Some(r.into()))
+                }
+                // The process reads our own stdin directly.
+                None if interactive => (Input::None, None),
+                None => (
+                    Input::None,
+                    Some(File::open("/dev/null").map_err(io_err(&dir))?.into()),
+                ),
             };
             (
-                Streams::Pipes(out_r.into(), err_r.into()),
+                Some(Output::Pipes(
+                    File::from(OwnedFd::from(out_r)),
+                    File::from(OwnedFd::from(err_r)),
+                )),
+                input,
                 [stdin, Some(out_w.into()), Some(err_w.into())],
             )
         };
@@ -214,7 +271,7 @@ pub fn run(engine: &Engine, id: &str, mut mode: Mode<'_>) -> Result<i32, crate::
             before_start: &mut |pid| cg.add_process(pid).map_err(|e| e.to_string()),
             warn: &mut |w| warnings.push(w),
             stdio,
-            oci: None,
+            oci: init_options,
         });
         for w in warnings {
             match &mut mode {
@@ -264,10 +321,29 @@ pub fn run(engine: &Engine, id: &str, mut mode: Mode<'_>) -> Result<i32, crate::
         }
         let ran_since = Instant::now();
         let foreground = matches!(mode, Mode::Foreground { .. });
-        match streams {
-            Streams::Pipes(out, err) => relay(out, err, &mut log, foreground),
-            Streams::Tty(master) => relay_tty(master, &mut log, foreground, interactive),
-        }
+        let (output, input) = match console {
+            Some(sock) => match tty_streams(&sock, attach.take(), interactive, &rec) {
+                Ok(streams) => streams,
+                Err(e) => {
+                    // Without its terminal the process cannot be watched: end it.
+                    // SAFETY: kill takes integers; `pid` is our child.
+                    unsafe { libc::kill(pid, libc::SIGKILL) };
+                    let _ = log.record(
+                        1,
+                        format!("berth: the container's terminal: {e}\n").as_bytes(),
+                    );
+                    (
+                        Output::Pipes(
+                            File::open("/dev/null").map_err(io_err(&dir))?,
+                            File::open("/dev/null").map_err(io_err(&dir))?,
+                        ),
+                        Input::None,
+                    )
+                }
+            },
+            None => (output.expect("pipes without a pty"), input),
+        };
+        stdio::relay(output, input, &mut log, foreground);
         let _ = log.flush();
         let code = linux::wait(pid).map_err(io_err(&dir))?;
         let oom = cg
@@ -303,6 +379,9 @@ pub fn run(engine: &Engine, id: &str, mut mode: Mode<'_>) -> Result<i32, crate::
             break code;
         }
     };
+    if attach_socket.is_some() {
+        let _ = fs::remove_file(dir.join(stdio::ATTACH_SOCKET));
+    }
     if let Ok(c) = cs.read(id)
         && c.auto_remove
     {
@@ -315,196 +394,33 @@ pub fn run(engine: &Engine, id: &str, mut mode: Mode<'_>) -> Result<i32, crate::
     Ok(code)
 }
 
+/// The master of the pty the init sent over `sock`, sized like our terminal, and
+/// where its input comes from.
+fn tty_streams(
+    sock: &UnixStream,
+    attach: Option<std::os::unix::net::UnixListener>,
+    interactive: bool,
+    rec: &super::Container,
+) -> io::Result<(Output, Input)> {
+    let (master, _) = linux::oci::recv_fd(sock)?;
+    stdio::size_like_ours(&master);
+    let to = File::from(master.try_clone()?);
+    let input = match attach {
+        Some(listener) => Input::Attach {
+            listener,
+            to: Some(to),
+            once: rec.options.stdin_once,
+        },
+        None if interactive => Input::Stdin { to },
+        None => Input::None,
+    };
+    Ok((Output::Tty(File::from(master)), input))
+}
+
 fn io_err(p: &Path) -> impl Fn(io::Error) -> crate::run::RunError + '_ {
     move |source| crate::run::RunError::Io {
         path: p.to_path_buf(),
         source,
-    }
-}
-
-/// The container's output channels.
-enum Streams {
-    /// stdout and stderr pipes.
-    Pipes(OwnedFd, OwnedFd),
-    /// The pty master (stdout and stderr are one stream).
-    Tty(OwnedFd),
-}
-
-/// A new pty pair: (master, slave), sized like our own terminal if we have one.
-fn open_pty() -> io::Result<(OwnedFd, OwnedFd)> {
-    use rustix::pty::{OpenptFlags, grantpt, openpt, ptsname, unlockpt};
-    let master = openpt(OpenptFlags::RDWR | OpenptFlags::NOCTTY | OpenptFlags::CLOEXEC)?;
-    grantpt(&master)?;
-    unlockpt(&master)?;
-    let name = ptsname(&master, Vec::new())?;
-    let slave: OwnedFd = OpenOptions::new()
-        .read(true)
-        .write(true)
-        .custom_flags(libc::O_NOCTTY)
-        .open(std::ffi::OsStr::from_bytes(name.as_bytes()))?
-        .into();
-    if rustix::termios::tcgetwinsize(io::stdin())
-        .or_else(|_| rustix::termios::tcgetwinsize(io::stdout()))
-        .is_err()
-    {
-        // No terminal of ours to follow: a classic 24x80.
-        let ws = rustix::termios::Winsize {
-            ws_row: 24,
-            ws_col: 80,
-            ws_xpixel: 0,
-            ws_ypixel: 0,
-        };
-        let _ = rustix::termios::tcsetwinsize(&master, ws);
-    }
-    copy_winsize(&master);
-    Ok((master, slave))
-}
-
-/// Copies our terminal's window size (stdin or stdout) to the pty.
-fn copy_winsize(master: &OwnedFd) {
-    use rustix::termios::{tcgetwinsize, tcsetwinsize};
-    let ws = tcgetwinsize(io::stdin()).or_else(|_| tcgetwinsize(io::stdout()));
-    if let Ok(ws) = ws {
-        let _ = tcsetwinsize(master, ws);
-    }
-}
-
-static WINCH: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
-
-extern "C" fn on_winch(_: libc::c_int) {
-    WINCH.store(true, std::sync::atomic::Ordering::Relaxed);
-}
-
-/// Puts our stdin terminal into raw mode until dropped.
-struct RawMode(Option<rustix::termios::Termios>);
-
-impl RawMode {
-    fn enter() -> RawMode {
-        use rustix::termios::{OptionalActions, tcgetattr, tcsetattr};
-        let Ok(orig) = tcgetattr(io::stdin()) else {
-            return RawMode(None);
-        };
-        let mut raw = orig.clone();
-        raw.make_raw();
-        let _ = tcsetattr(io::stdin(), OptionalActions::Now, &raw);
-        RawMode(Some(orig))
-    }
-}
-
-impl Drop for RawMode {
-    fn drop(&mut self) {
-        if let Some(t) = &self.0 {
-            let _ =
-                rustix::termios::tcsetattr(io::stdin(), rustix::termios::OptionalActions::Now, t);
-        }
-    }
-}
-
-/// Copies the pty's output to the log (and our stdout), our stdin to the pty
-/// when interactive, and our window size changes to it, until the pty closes.
-fn relay_tty(master: OwnedFd, log: &mut Log, echo: bool, interactive: bool) {
-    let _raw = (echo && interactive && rustix::termios::isatty(io::stdin())).then(RawMode::enter);
-    if echo {
-        // SAFETY: the handler only stores to an atomic.
-        unsafe { libc::signal(libc::SIGWINCH, on_winch as *const () as libc::sighandler_t) };
-    }
-    let mut m = File::from(master);
-    let mut stdin_open = echo && interactive;
-    let mut buf = vec![0u8; 64 << 10];
-    loop {
-        if WINCH.swap(false, std::sync::atomic::Ordering::Relaxed)
-            && let Ok(fd) = m.try_clone()
-        {
-            copy_winsize(&OwnedFd::from(fd));
-        }
-        let stdin = io::stdin();
-        let mut polls = vec![rustix::event::PollFd::new(&m, rustix::event::PollFlags::IN)];
-        if stdin_open {
-            polls.push(rustix::event::PollFd::new(
-                &stdin,
-                rustix::event::PollFlags::IN,
-            ));
-        }
-        let timeout = rustix::event::Timespec {
-            tv_sec: 0,
-            tv_nsec: 200_000_000,
-        };
-        match rustix::event::poll(&mut polls, Some(&timeout)) {
-            Ok(_) | Err(rustix::io::Errno::INTR) => {}
-            Err(_) => break,
-        }
-        let master_ready = !polls[0].revents().is_empty();
-        let stdin_ready = polls.get(1).is_some_and(|p| !p.revents().is_empty());
-        drop(polls);
-        if master_ready {
-            match m.read(&mut buf) {
-                // EIO: every slave descriptor is closed — the container is gone.
-                Ok(0) | Err(_) => break,
-                Ok(n) => {
-                    let _ = log.write(0, &buf[..n]);
-                    if echo {
-                        let mut out = io::stdout().lock();
-                        let _ = out.write_all(&buf[..n]).and_then(|_| out.flush());
-                    }
-                }
-            }
-        }
-        if stdin_ready {
-            match io::stdin().lock().read(&mut buf) {
-                Ok(0) | Err(_) => stdin_open = false,
-                Ok(n) => {
-                    let _ = m.write_all(&buf[..n]);
-                }
-            }
-        }
-    }
-}
-
-/// Copies both pipes into the log (and our own stdout/stderr) until both close.
-fn relay(out: OwnedFd, err: OwnedFd, log: &mut Log, echo: bool) {
-    let mut fds = [Some(File::from(out)), Some(File::from(err))];
-    let mut buf = vec![0u8; 64 << 10];
-    while fds.iter().any(Option::is_some) {
-        let mut polls: Vec<rustix::event::PollFd> = Vec::new();
-        let mut which = Vec::new();
-        for (i, f) in fds.iter().enumerate() {
-            if let Some(f) = f {
-                polls.push(rustix::event::PollFd::new(f, rustix::event::PollFlags::IN));
-                which.push(i);
-            }
-        }
-        match rustix::event::poll(&mut polls, None) {
-            Ok(_) => {}
-            Err(rustix::io::Errno::INTR) => continue,
-            Err(_) => break,
-        }
-        let ready: Vec<(usize, bool)> = polls
-            .iter()
-            .zip(&which)
-            .map(|(p, i)| (*i, !p.revents().is_empty()))
-            .collect();
-        drop(polls);
-        for (i, is_ready) in ready {
-            if !is_ready {
-                continue;
-            }
-            let f = fds[i].as_mut().expect("polled fd is open");
-            match f.read(&mut buf) {
-                Ok(0) | Err(_) => fds[i] = None,
-                Ok(n) => {
-                    let _ = log.write(i, &buf[..n]);
-                    if echo {
-                        let _ = if i == 0 {
-                            io::stdout()
-                                .write_all(&buf[..n])
-                                .and_then(|_| io::stdout().flush())
-                        } else {
-                            io::stderr().write_all(&buf[..n])
-                        };
-                    }
-                }
-            }
-        }
     }
 }
 

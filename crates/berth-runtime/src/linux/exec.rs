@@ -171,6 +171,16 @@ fn enter(
         }
     }
     super::reset_signals();
+    if process.terminal().unwrap_or(false) {
+        // The pty slave on stdin becomes the controlling terminal of a new session,
+        // so that ^C and job control reach this process, not the container's.
+        // SAFETY: setsid takes no arguments; we are not a group leader (forked).
+        unsafe { libc::setsid() };
+        // SAFETY: TIOCSCTTY takes an integer argument; fd 0 is ours.
+        if unsafe { libc::ioctl(0, libc::TIOCSCTTY, 0) } != 0 {
+            return Err(fail("TIOCSCTTY", io::Error::last_os_error()));
+        }
+    }
     let caps = process.capabilities().clone().unwrap_or_default();
     let nnp = process.no_new_privileges().unwrap_or(false);
     if let (Some(p), false) = (seccomp, nnp) {

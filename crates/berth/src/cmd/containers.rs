@@ -30,6 +30,9 @@ pub struct StartArgs {
     /// Attach stdout/stderr and wait for the exit.
     #[arg(short, long)]
     attach: bool,
+    /// Attach stdin too (the container must have been created with -i); implies -a.
+    #[arg(short, long)]
+    interactive: bool,
     /// Containers to start.
     #[arg(required = true)]
     names: Vec<String>,
@@ -174,10 +177,26 @@ pub fn create(root: &Path, a: CreateCmd) -> anyhow::Result<ExitCode> {
 
 pub fn start(root: &Path, a: StartArgs) -> anyhow::Result<ExitCode> {
     let e = engine(root)?;
-    if a.attach {
-        let c = e.start(&a.names[0])?;
+    if a.attach || a.interactive {
+        if a.names.len() > 1 {
+            anyhow::bail!("you cannot start and attach multiple containers at once");
+        }
+        let c = e.containers().resolve(&a.names[0])?;
         let (_, path) = e.log_path(&c.id)?;
-        follow(&e, &c.id, &path, None, false, None)?;
+        let from = std::fs::metadata(&path).map_or(0, |m| m.len());
+        let c = e.start(&c.id)?;
+        if a.interactive && c.options.open_stdin {
+            // Our stdin goes to the container until it ends; the output comes back
+            // through the log, as for -a. A container that already exited has no
+            // socket left: nothing to send then.
+            if let Ok(mut sock) = e.attach_stdin(&c.id) {
+                std::thread::spawn(move || {
+                    let _ = std::io::copy(&mut std::io::stdin().lock(), &mut sock);
+                    let _ = sock.shutdown(std::net::Shutdown::Write);
+                });
+            }
+        }
+        follow(&e, &c.id, &path, None, false, None, Some(from))?;
         return Ok(ExitCode::from(e.wait(&c.id)? as u8));
     }
     Ok(each(&a.names, |n| {
@@ -402,6 +421,9 @@ pub fn container_json(e: &Engine, c: &Container) -> Value {
             "WorkingDir": spec.pointer("/process/cwd").cloned().unwrap_or(json!("/")),
             "StopSignal": c.options.stop_signal.clone().unwrap_or_else(|| "SIGTERM".into()),
             "Labels": labels,
+            "Tty": c.options.tty,
+            "OpenStdin": c.options.open_stdin,
+            "StdinOnce": c.options.stdin_once,
         },
     })
 }
@@ -442,6 +464,7 @@ fn follow(
     tail: Option<usize>,
     timestamps: bool,
     since: Option<i64>,
+    from: Option<u64>,
 ) -> anyhow::Result<()> {
     let print = |line: &str| {
         let Ok(v) = serde_json::from_str::<Value>(line) else {
@@ -476,10 +499,17 @@ fn follow(
             Err(err) => return Err(err.into()),
         }
     };
-    let lines: Vec<String> = BufReader::new(&f).lines().map_while(Result::ok).collect();
-    let skip = tail.map_or(0, |n| lines.len().saturating_sub(n));
-    for l in &lines[skip..] {
-        print(l);
+    // `from`: only what was logged after that offset (attaching, as Docker's attach
+    // shows no history); a log rotated since is read from its start.
+    if let Some(off) = from {
+        let off = if f.metadata()?.len() >= off { off } else { 0 };
+        f.seek(std::io::SeekFrom::Start(off))?;
+    } else {
+        let lines: Vec<String> = BufReader::new(&f).lines().map_while(Result::ok).collect();
+        let skip = tail.map_or(0, |n| lines.len().saturating_sub(n));
+        for l in &lines[skip..] {
+            print(l);
+        }
     }
     let Some(follow_id) = Some(id) else {
         return Ok(());
@@ -535,7 +565,7 @@ pub fn logs(root: &Path, a: LogsArgs) -> anyhow::Result<ExitCode> {
         ),
     };
     if a.follow {
-        follow(&e, &c.id, &path, tail, a.timestamps, since)?;
+        follow(&e, &c.id, &path, tail, a.timestamps, since, None)?;
         return Ok(ExitCode::SUCCESS);
     }
     if !path.exists() {
@@ -807,6 +837,9 @@ pub struct ExecArgs {
     /// Keep stdin attached.
     #[arg(short, long)]
     interactive: bool,
+    /// Allocate a pseudo-terminal.
+    #[arg(short, long)]
+    tty: bool,
     /// Environment variables.
     #[arg(short, long = "env")]
     env: Vec<String>,
@@ -832,6 +865,7 @@ pub fn exec(root: &Path, a: ExecArgs) -> anyhow::Result<ExitCode> {
         user: a.user,
         detach: a.detach,
         interactive: a.interactive,
+        tty: a.tty,
     };
     match e.exec(&a.name, &o) {
         Ok(code) => Ok(ExitCode::from(code as u8)),

@@ -17,15 +17,15 @@ pub struct RunArgs {
     /// Run in the background and print the container ID.
     #[arg(short, long)]
     detach: bool,
-    /// Keep stdin attached.
-    #[arg(short, long)]
-    interactive: bool,
     #[command(flatten)]
     create: CreateArgs,
 }
 
 #[derive(Args)]
 pub struct CreateArgs {
+    /// Keep stdin open (attached in the foreground; for `start -i` otherwise).
+    #[arg(short, long)]
+    interactive: bool,
     /// Remove the container when it exits.
     #[arg(long)]
     rm: bool,
@@ -157,6 +157,8 @@ impl CreateArgs {
             labels: self.label,
             tty: self.tty,
             init: self.init,
+            open_stdin: self.interactive,
+            stdin_once: self.interactive,
             volumes: self.volume,
             mounts: self.mount,
             tmpfs: self.tmpfs,
@@ -196,11 +198,14 @@ pub fn run(root: &Path, a: RunArgs) -> anyhow::Result<ExitCode> {
         Ok(e) => e,
         Err(err) => return fail(err.to_string(), 125),
     };
-    let (image, opts, c) = match a.create.split() {
+    let interactive = a.create.interactive;
+    let (image, mut opts, c) = match a.create.split() {
         Ok(v) => v,
         Err(err) => return fail(err.to_string(), 125),
     };
     if a.detach {
+        // `run -d -i`: stdin stays open for every `start -i`, never closed by one.
+        opts.stdin_once = false;
         let rec = match e.create(&image, &opts, &c) {
             Ok(r) => r,
             Err(err) => return fail(err.to_string(), err.exit_code()),
@@ -213,7 +218,7 @@ pub fn run(root: &Path, a: RunArgs) -> anyhow::Result<ExitCode> {
             Err(err) => fail(err.to_string(), err.exit_code()),
         };
     }
-    match e.run_foreground(&image, &opts, &c, a.interactive, &mut |w| {
+    match e.run_foreground(&image, &opts, &c, interactive, &mut |w| {
         eprintln!("WARNING: {w}")
     }) {
         Ok(code) => Ok(ExitCode::from(code as u8)),
