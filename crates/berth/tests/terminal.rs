@@ -38,7 +38,10 @@ fn run_t_gives_a_pty_the_process_can_name() {
     assert_eq!(r.code, 0, "{}", r.stderr);
     assert_eq!(r.stdout.replace('\r', ""), "/dev/pts/0\n24 80\n");
     // Piped input reaches a -it process through the pty; its exit code comes back.
-    let r = s.run_stdin(&["run", "--rm", "-i", "-t", "busybox", "sh"], b"tty; exit 4\n");
+    let r = s.run_stdin(
+        &["run", "--rm", "-i", "-t", "busybox", "sh"],
+        b"tty; exit 4\n",
+    );
     assert_eq!(r.code, 4, "{}", r.stderr);
     assert!(r.stdout.contains("/dev/pts/0"), "{}", r.stdout);
 }

@@ -152,7 +152,8 @@ pub fn relay(output: Output, mut input: Input, sink: &mut dyn Sink, echo: bool) 
         unsafe { libc::signal(libc::SIGWINCH, on_winch as *const () as libc::sighandler_t) };
     }
     let mut client: Option<UnixStream> = None;
-    let mut buf = vec![0u8; 64 << 10];
+    // Small: a detached monitor keeps this for the container's whole life.
+    let mut buf = vec![0u8; 16 << 10];
     while outs.iter().any(Option::is_some) {
         if WINCH.swap(false, Ordering::Relaxed)
             && let Some(m) = &outs[0]
