@@ -15,6 +15,8 @@ PACKAGES=(
 	podman         # reference engine for behaviour comparisons
 	umoci          # reference OCI image tool
 	docker-registry # local registry for push/pull tests
+	openssl         # registry tests: test CA, server certs, token-signing key
+	apache2-utils   # registry tests: htpasswd (bcrypt) for basic auth
 	zstd           # zstd-compressed layers
 	jq             # JSON in scripts
 	uidmap         # newuidmap/newgidmap for rootless/userns tests
@@ -26,7 +28,7 @@ PACKAGES=(
 
 # Only the benchmarks (bench/) need these: `scripts/deps.sh --bench`.
 BENCH_PACKAGES=(
-	docker.io  # dockerd + containerd, the peer of bench/run.sh and bench/density.sh
+	docker.io  # dockerd + containerd, the peer of bench/run.sh, bench/density.sh and bench/pull.sh
 	linux-perf # bench/run.sh --phases
 	bc         # ratios in bench/runtime.sh
 )

@@ -6,6 +6,7 @@
 
 pub mod containers;
 pub mod copy;
+pub mod registry;
 pub mod run;
 pub mod spec;
 pub mod volumes;
@@ -13,6 +14,7 @@ pub mod volumes;
 use std::path::{Path, PathBuf};
 
 pub use berth_image as image;
+pub use berth_registry;
 pub use berth_runtime::{cgroups, host};
 
 use berth_image::{Digest, ImageError, ImageStore, Problem, Removed};
@@ -27,6 +29,9 @@ pub enum EngineError {
     /// From the image service.
     #[error(transparent)]
     Image(#[from] ImageError),
+    /// From the registry client.
+    #[error(transparent)]
+    Registry(#[from] berth_registry::RegistryError),
     /// The root directory is unusable.
     #[error("root directory {path}: {source}")]
     Root {

@@ -207,6 +207,29 @@ impl BlobWriter {
         self.hasher.len()
     }
 
+    /// Checks what was written so far against the expected digest and size
+    /// without publishing anything (to name a corrupt blob after a failure).
+    pub fn commit_check(&self) -> Result<(), ContentError> {
+        let Some((expected, size)) = &self.expected else {
+            return Ok(());
+        };
+        let actual = self.hasher.clone().finish();
+        if &actual != expected {
+            return Err(ContentError::DigestMismatch {
+                expected: expected.clone(),
+                actual,
+            });
+        }
+        if self.hasher.len() != *size {
+            return Err(ContentError::SizeMismatch {
+                digest: expected.clone(),
+                expected: *size,
+                actual: self.hasher.len(),
+            });
+        }
+        Ok(())
+    }
+
     /// Verifies and publishes the blob under its digest. The flag is true when
     /// the blob was not in the store before.
     pub fn commit(mut self) -> Result<(Digest, u64, bool), ContentError> {

@@ -22,4 +22,7 @@ mod store;
 pub use digest::Digest;
 pub use meta::ImageRecord;
 pub use reference::Reference;
-pub use store::{ImageError, ImageStore, ImageSummary, ImageUsage, Problem, Removed, rfc3339};
+pub use store::{
+    ImageError, ImageStore, ImageSummary, ImageUsage, Ingest, IngestedLayer, Problem, Removed,
+    rfc3339,
+};

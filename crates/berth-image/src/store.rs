@@ -691,6 +691,24 @@ impl ImageStore {
         chain: &Digest,
         created: &Created,
     ) -> Result<(Digest, u64, u64), ImageError> {
+        self.ingest_layer_with(src, layer_name, expected, diff_id, chain, created, false)
+    }
+
+    /// [`Self::ingest_layer`]; with `blame_blob`, a layer that fails to unpack
+    /// is read to its end first, and when its bytes do not match `expected`
+    /// the digest (or size) mismatch is reported instead: a corrupt download
+    /// is then named for what it is rather than by the tar error it caused.
+    #[allow(clippy::too_many_arguments)]
+    fn ingest_layer_with(
+        &self,
+        src: impl Read,
+        layer_name: &str,
+        expected: Option<(&Digest, u64)>,
+        diff_id: &Digest,
+        chain: &Digest,
+        created: &Created,
+        blame_blob: bool,
+    ) -> Result<(Digest, u64, u64), ImageError> {
         let need_snapshot = !self.snapshots.exists(chain);
         let mut blob = self.content.writer(expected)?;
         let lerr = |source| ImageError::Layer {
@@ -701,26 +719,42 @@ impl ImageStore {
             inner: src,
             out: &mut blob,
         };
-        let (actual_diff, unpacked, pending) = if need_snapshot {
-            let pending = self.snapshots.prepare().map_err(io_at(&self.tmp))?;
-            let applied = layer::apply_layer(&mut tee, pending.path()).map_err(lerr)?;
-            (applied.diff_id, applied.unpacked_size, Some(pending))
-        } else {
-            let (_, r) =
-                layer::decompress(BufReader::with_capacity(1 << 18, &mut tee)).map_err(lerr)?;
-            let mut h = HashingReader::new(r);
-            io::copy(&mut h, &mut io::sink()).map_err(io_at(layer_name))?;
-            (h.finish().0, 0, None)
+        let unpacked = (|| {
+            let (actual_diff, unpacked, pending) = if need_snapshot {
+                let pending = self.snapshots.prepare().map_err(io_at(&self.tmp))?;
+                let applied = layer::apply_layer(&mut tee, pending.path()).map_err(lerr)?;
+                (applied.diff_id, applied.unpacked_size, Some(pending))
+            } else {
+                let (_, r) =
+                    layer::decompress(BufReader::with_capacity(1 << 18, &mut tee)).map_err(lerr)?;
+                let mut h = HashingReader::new(r);
+                io::copy(&mut h, &mut io::sink()).map_err(io_at(layer_name))?;
+                (h.finish().0, 0, None)
+            };
+            // Drain what the decoder did not need (trailing padding) so the blob is whole.
+            io::copy(&mut tee, &mut io::sink()).map_err(io_at(layer_name))?;
+            if &actual_diff != diff_id {
+                return Err(ImageError::DiffIdMismatch {
+                    layer: layer_name.to_string(),
+                    expected: diff_id.clone(),
+                    actual: actual_diff,
+                });
+            }
+            Ok((unpacked, pending))
+        })();
+        let (unpacked, pending) = match unpacked {
+            Ok(v) => v,
+            Err(e) if blame_blob && expected.is_some() => {
+                // Read the rest (ignoring errors: the stream may be what broke)
+                // and let the blob's own verification speak if it fails.
+                let _ = io::copy(&mut tee, &mut io::sink());
+                return Err(match blob.commit_check() {
+                    Err(c) => c.into(),
+                    Ok(()) => e,
+                });
+            }
+            Err(e) => return Err(e),
         };
-        // Drain what the decoder did not need (trailing padding) so the blob is whole.
-        io::copy(&mut tee, &mut io::sink()).map_err(io_at(layer_name))?;
-        if &actual_diff != diff_id {
-            return Err(ImageError::DiffIdMismatch {
-                layer: layer_name.to_string(),
-                expected: diff_id.clone(),
-                actual: actual_diff,
-            });
-        }
         let (digest, size, new) = blob.commit()?;
         if new {
             created.blobs.lock().expect("lock").push(digest.clone());
@@ -909,6 +943,142 @@ impl ImageStore {
     }
 }
 
+/// One image being written from streams, e.g. by a registry pull: layers
+/// arrive one at a time (from any thread), and the image record and its tags
+/// are written in one transaction by [`Ingest::commit`]. Dropped without a
+/// commit, it removes every blob and snapshot it created, so a failed pull
+/// leaves nothing behind. It holds the store's operations lock (shared), so
+/// `system prune` does not take its half-written files for leftovers.
+pub struct Ingest {
+    store: ImageStore,
+    created: Created,
+    committed: std::sync::atomic::AtomicBool,
+    _busy: Option<fs::File>,
+}
+
+/// A layer stored by an [`Ingest`], to pass to [`Ingest::commit`].
+#[derive(Clone, Debug)]
+pub struct IngestedLayer {
+    /// The layer as the image record will list it.
+    pub record: LayerRecord,
+    /// Bytes unpacked into a new snapshot (0 when it existed).
+    pub unpacked: u64,
+}
+
+impl ImageStore {
+    /// Starts writing an image from streams (see [`Ingest`]).
+    pub fn ingest(&self) -> Result<Ingest, ImageError> {
+        Ok(Ingest {
+            _busy: self.ops_lock(false)?,
+            store: self.clone(),
+            created: Created::default(),
+            committed: false.into(),
+        })
+    }
+}
+
+impl Ingest {
+    /// True when the layer's blob and its snapshot are both stored already.
+    pub fn has_layer(&self, digest: &Digest, chain: &Digest) -> bool {
+        self.store.content.contains(digest) && self.store.snapshots.exists(chain)
+    }
+
+    /// Streams one layer blob (as distributed: plain, gzip or zstd) into the
+    /// content store and into its snapshot at the same time. The blob must be
+    /// `expected` (digest, size) and unpack to `diff_id`; otherwise nothing of
+    /// it is kept and the error names the digest at fault. A blob that is
+    /// already stored whole is not written again; a snapshot that exists is
+    /// not unpacked again (the stream is still verified).
+    pub fn layer(
+        &self,
+        src: impl Read,
+        expected: (&Digest, u64),
+        media_type: &str,
+        diff_id: &Digest,
+        chain: &Digest,
+    ) -> Result<IngestedLayer, ImageError> {
+        let (digest, size, unpacked) = self.store.ingest_layer_with(
+            src,
+            expected.0.as_str(),
+            Some(expected),
+            diff_id,
+            chain,
+            &self.created,
+            true,
+        )?;
+        Ok(IngestedLayer {
+            record: LayerRecord {
+                digest,
+                size,
+                media_type: media_type.to_string(),
+                diff_id: diff_id.clone(),
+                chain_id: chain.clone(),
+            },
+            unpacked,
+        })
+    }
+
+    /// A layer already stored whole (see [`Ingest::has_layer`]), without reading it.
+    pub fn existing_layer(
+        &self,
+        expected: (&Digest, u64),
+        media_type: &str,
+        diff_id: &Digest,
+        chain: &Digest,
+    ) -> IngestedLayer {
+        IngestedLayer {
+            record: LayerRecord {
+                digest: expected.0.clone(),
+                size: expected.1,
+                media_type: media_type.to_string(),
+                diff_id: diff_id.clone(),
+                chain_id: chain.clone(),
+            },
+            unpacked: 0,
+        }
+    }
+
+    /// Records the image (manifest and config bytes kept exactly as given, so
+    /// the manifest digest is the registry's) and points `tags` at it, in one
+    /// transaction. After this, dropping the `Ingest` removes nothing.
+    pub fn commit(
+        &self,
+        manifest: &[u8],
+        manifest_media_type: &str,
+        config: &[u8],
+        config_media_type: &str,
+        layers: &[IngestedLayer],
+        tags: &[Reference],
+    ) -> Result<ImageRecord, ImageError> {
+        let layers: Vec<NewLayer> = layers
+            .iter()
+            .map(|l| NewLayer {
+                record: l.record.clone(),
+                unpacked: l.unpacked,
+            })
+            .collect();
+        let rec = self.store.commit_image(
+            manifest,
+            manifest_media_type,
+            config,
+            config_media_type,
+            &layers,
+            tags,
+        )?;
+        self.committed
+            .store(true, std::sync::atomic::Ordering::SeqCst);
+        Ok(rec)
+    }
+}
+
+impl Drop for Ingest {
+    fn drop(&mut self) {
+        if !self.committed.load(std::sync::atomic::Ordering::SeqCst) {
+            self.created.undo(&self.store);
+        }
+    }
+}
+
 /// Blobs and snapshots a failed operation created, to remove again.
 #[derive(Default)]
 pub(crate) struct Created {
@@ -989,6 +1159,99 @@ pub fn rfc3339(secs: u64) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn one_file_layer() -> Vec<u8> {
+        let mut b = tar::Builder::new(Vec::new());
+        let data = vec![7u8; 10_000];
+        let mut h = tar::Header::new_ustar();
+        h.set_size(data.len() as u64);
+        h.set_mode(0o644);
+        h.set_entry_type(tar::EntryType::Regular);
+        b.append_data(&mut h, "f", &data[..]).unwrap();
+        b.into_inner().unwrap()
+    }
+
+    #[test]
+    fn ingest_commits_or_leaves_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = ImageStore::open(dir.path()).unwrap();
+        let layer = one_file_layer();
+        let d = Digest::of(&layer);
+        let chain = chain_ids(std::slice::from_ref(&d)).remove(0);
+        let n = layer.len() as u64;
+
+        // A corrupt download: reported as the blob's digest mismatch, not as
+        // whatever the unpacker made of it; nothing stays behind.
+        let mut bad = layer.clone();
+        bad[600] ^= 0xff;
+        let ingest = store.ingest().unwrap();
+        let e = ingest
+            .layer(&bad[..], (&d, n), media::OCI_LAYER, &d, &chain)
+            .unwrap_err();
+        assert!(
+            matches!(e, ImageError::Content(ContentError::DigestMismatch { .. })),
+            "{e}"
+        );
+        assert!(e.to_string().contains(d.as_str()), "{e}");
+        let e = ingest
+            .layer(
+                &layer[..n as usize - 512],
+                (&d, n),
+                media::OCI_LAYER,
+                &d,
+                &chain,
+            )
+            .unwrap_err();
+        assert!(e.to_string().contains(d.as_str()), "{e}");
+        drop(ingest);
+        assert!(!store.content().contains(&d));
+        assert!(!store.snapshots().exists(&chain));
+
+        // Stored, then dropped without a commit: removed again.
+        let ingest = store.ingest().unwrap();
+        let l = ingest
+            .layer(&layer[..], (&d, n), media::OCI_LAYER, &d, &chain)
+            .unwrap();
+        assert!(ingest.has_layer(&d, &chain));
+        drop(ingest);
+        assert!(!store.content().contains(&d));
+        assert!(!store.snapshots().exists(&chain));
+
+        // Stored and committed: kept, tagged, and reused by the next ingest.
+        let ingest = store.ingest().unwrap();
+        let l2 = ingest
+            .layer(&layer[..], (&d, n), media::OCI_LAYER, &d, &chain)
+            .unwrap();
+        assert_eq!(l.record, l2.record);
+        let config = config::image_config_json(
+            &config::Config::default(),
+            "2024-01-01T00:00:00Z",
+            std::slice::from_ref(&d),
+            &[],
+        );
+        let config = serde_json::to_vec(&config).unwrap();
+        let manifest = br#"{"schemaVersion":2}"#;
+        let r = Reference::parse("reg.example/a:b").unwrap();
+        let img = ingest
+            .commit(
+                manifest,
+                media::OCI_MANIFEST,
+                &config,
+                media::OCI_CONFIG,
+                &[l2],
+                std::slice::from_ref(&r),
+            )
+            .unwrap();
+        drop(ingest);
+        assert_eq!(img.manifest, Digest::of(manifest));
+        assert_eq!(store.resolve("reg.example/a:b").unwrap().id, img.id);
+        assert!(store.content().contains(&d) && store.snapshots().exists(&chain));
+        let ingest = store.ingest().unwrap();
+        assert!(ingest.has_layer(&d, &chain));
+        let again = ingest.existing_layer((&d, n), media::OCI_LAYER, &d, &chain);
+        assert_eq!(again.record, img.layers[0]);
+        assert!(store.check().unwrap().is_empty());
+    }
 
     #[test]
     fn formats_time() {

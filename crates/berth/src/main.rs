@@ -47,6 +47,17 @@ enum Command {
     Save(cmd::images::SaveArgs),
     /// Import a root file system tarball as a one-layer image.
     Import(cmd::images::ImportArgs),
+    /// Download an image from a registry.
+    Pull(cmd::registry::PullArgs),
+    /// Upload an image to a registry.
+    Push(cmd::registry::PushArgs),
+    /// Log in to a registry.
+    Login(cmd::registry::LoginArgs),
+    /// Log out from a registry.
+    Logout(cmd::registry::LogoutArgs),
+    /// Inspect manifests and image indexes in registries.
+    #[command(subcommand)]
+    Manifest(cmd::registry::ManifestCommand),
     /// Run a command in a new container.
     Run(Box<cmd::run::RunArgs>),
     /// Create a new container.
@@ -135,6 +146,11 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Load(a) => i::load(&root, a),
         Command::Save(a) => i::save(&root, a),
         Command::Import(a) => i::import(&root, a),
+        Command::Pull(a) => cmd::registry::pull(&root, a),
+        Command::Push(a) => cmd::registry::push(&root, a),
+        Command::Login(a) => cmd::registry::login(&root, a),
+        Command::Logout(a) => cmd::registry::logout(&root, a),
+        Command::Manifest(c) => cmd::registry::manifest(&root, c),
         Command::Run(a) => cmd::run::run(&root, *a),
         Command::Create(a) => cmd::containers::create(&root, *a),
         Command::Start(a) => cmd::containers::start(&root, a),
@@ -161,7 +177,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
 }
 
 /// The error and its causes on one line, skipping causes a message already quotes.
-fn chain(e: &anyhow::Error) -> String {
+pub(crate) fn chain(e: &anyhow::Error) -> String {
     let mut out = String::new();
     for cause in e.chain() {
         let msg = cause.to_string();

@@ -73,7 +73,9 @@ fn exit_codes_follow_docker() {
     assert!(r.stderr.contains("no-such-program"), "{}", r.stderr);
     let r = s.run(&["run", "--rm", "busybox", "/etc/passwd"]);
     assert_eq!(r.code, 126, "{}", r.stderr);
-    let r = s.run(&["run", "--rm", "nosuchimage"]);
+    // --pull never: a missing image is an error here, not a pull from docker.io
+    // (tests never leave 127.0.0.0/8; pulls are tested against local registries).
+    let r = s.run(&["run", "--rm", "--pull", "never", "nosuchimage"]);
     assert_eq!(r.code, 125);
     assert!(
         r.stderr.contains("No such image: nosuchimage"),

@@ -1,5 +1,6 @@
 pub mod containers;
 pub mod images;
+pub mod registry;
 pub mod run;
 pub mod runtime;
 pub mod system;

@@ -4,6 +4,7 @@ use std::path::Path;
 use std::process::ExitCode;
 
 use berth_engine::Engine;
+use berth_engine::registry::PullPolicy;
 use berth_engine::run::CreateOptions;
 use berth_engine::spec::RunOptions;
 use clap::Args;
@@ -110,6 +111,9 @@ pub struct CreateArgs {
     /// cgroup to create the container's cgroup under (relative to berth's own).
     #[arg(long)]
     cgroup_parent: Option<String>,
+    /// Pull the image first: always, missing (when not stored) or never.
+    #[arg(long, default_value = "missing", value_parser = ["always", "missing", "never"])]
+    pull: String,
     /// Image to run.
     image: String,
     /// Command and arguments (replace the image's CMD).
@@ -144,6 +148,33 @@ fn read_env_files(files: &[std::path::PathBuf]) -> anyhow::Result<Vec<String>> {
         }
     }
     Ok(out)
+}
+
+/// Applies `--pull` (progress on stderr); an error is Docker's exit 125.
+fn pull_first(e: &Engine, image: &str, policy: &str) -> Result<(), String> {
+    let policy: PullPolicy = policy.parse()?;
+    let need = match policy {
+        PullPolicy::Never => false,
+        PullPolicy::Always => true,
+        PullPolicy::Missing => {
+            matches!(
+                e.images().resolve(image),
+                Err(berth_engine::image::ImageError::NotFound(_))
+            ) && berth_engine::image::Reference::parse(image).is_ok()
+        }
+    };
+    if !need {
+        return Ok(());
+    }
+    if policy == PullPolicy::Missing {
+        let shown = berth_engine::image::Reference::parse(image)
+            .map(|r| r.familiar())
+            .unwrap_or_else(|_| image.to_string());
+        eprintln!("Unable to find image '{shown}' locally");
+    }
+    super::registry::pull_with_progress(e, image, None, super::registry::Stream::Stderr, false)
+        .map(|_| ())
+        .map_err(|err| crate::chain(&err))
 }
 
 impl CreateArgs {
@@ -199,10 +230,14 @@ pub fn run(root: &Path, a: RunArgs) -> anyhow::Result<ExitCode> {
         Err(err) => return fail(err.to_string(), 125),
     };
     let interactive = a.create.interactive;
+    let pull = a.create.pull.clone();
     let (image, mut opts, c) = match a.create.split() {
         Ok(v) => v,
         Err(err) => return fail(err.to_string(), 125),
     };
+    if let Err(err) = pull_first(&e, &image, &pull) {
+        return fail(err, 125);
+    }
     if a.detach {
         // `run -d -i`: stdin stays open for every `start -i`, never closed by one.
         opts.stdin_once = false;
@@ -231,10 +266,14 @@ pub fn create(root: &Path, a: CreateArgs) -> anyhow::Result<ExitCode> {
         Ok(e) => e,
         Err(err) => return fail(err.to_string(), 125),
     };
+    let pull = a.pull.clone();
     let (image, opts, c) = match a.split() {
         Ok(v) => v,
         Err(err) => return fail(err.to_string(), 125),
     };
+    if let Err(err) = pull_first(&e, &image, &pull) {
+        return fail(err, 125);
+    }
     match e.create(&image, &opts, &c) {
         Ok(rec) => {
             println!("{}", rec.id);

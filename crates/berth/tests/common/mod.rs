@@ -58,6 +58,12 @@ impl Store {
         let mut c = Command::new(env!("CARGO_BIN_EXE_berth"));
         c.arg("--root").arg(self.root()).args(args);
         c.stdin(Stdio::null());
+        // Tests only talk to 127.0.0.0/8: a pull a test did not mean to make (an image
+        // name that is not in its store) goes to a closed local port, never to
+        // docker.io, and fails.
+        c.env("HTTPS_PROXY", "http://127.0.0.1:9")
+            .env("HTTP_PROXY", "http://127.0.0.1:9")
+            .env("NO_PROXY", "127.0.0.0/8,localhost");
         c
     }
 
