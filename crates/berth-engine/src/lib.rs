@@ -4,6 +4,7 @@
 //! land) under one root directory and answers questions that span them, such as
 //! "which containers use this image" before an image is removed.
 
+pub mod build;
 pub mod containers;
 pub mod copy;
 pub mod registry;

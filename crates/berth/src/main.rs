@@ -47,6 +47,8 @@ enum Command {
     Save(cmd::images::SaveArgs),
     /// Import a root file system tarball as a one-layer image.
     Import(cmd::images::ImportArgs),
+    /// Build an image from a Dockerfile.
+    Build(cmd::build::BuildArgs),
     /// Download an image from a registry.
     Pull(cmd::registry::PullArgs),
     /// Upload an image to a registry.
@@ -146,6 +148,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Load(a) => i::load(&root, a),
         Command::Save(a) => i::save(&root, a),
         Command::Import(a) => i::import(&root, a),
+        Command::Build(a) => cmd::build::build(&root, a),
         Command::Pull(a) => cmd::registry::pull(&root, a),
         Command::Push(a) => cmd::registry::push(&root, a),
         Command::Login(a) => cmd::registry::login(&root, a),
