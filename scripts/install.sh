@@ -2,7 +2,7 @@
 # Installs berth on a fresh Debian 12 machine (as root) and runs the main job.
 #
 #   1. the Debian packages berth and its tests need (scripts/deps.sh)
-#   2. the release binary, installed as /usr/local/bin/berth
+#   2. the release binaries, installed as /usr/local/bin/berth and berth-shim
 #   3. the fixture images (scripts/fixtures.sh, cached under ~/.cache/berth)
 #   4. the main job: load the fixture images into the default store
 #      (/var/lib/berth, or $BERTH_ROOT) and show them and the host's report.
@@ -12,6 +12,8 @@ cd "$(dirname "$0")/.."
 bash scripts/deps.sh
 cargo build --release --locked -p berth
 install -m 0755 target/release/berth /usr/local/bin/berth
+# What detached containers' monitors exec into; berth finds it next to itself.
+install -m 0755 target/release/berth-shim /usr/local/bin/berth-shim
 # The runc-compatible OCI runtime is the same binary under another name.
 ln -sf berth /usr/local/bin/berth-runtime
 fixtures=$(bash scripts/fixtures.sh | tail -n 1)

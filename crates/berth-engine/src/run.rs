@@ -409,7 +409,12 @@ impl Engine {
 
     /// The monitor's entry point (`berth __monitor ID`, fd 3 = start pipe).
     pub fn monitor(&self, id: &str, ready: OwnedFd) -> Result<i32, RunError> {
-        monitor::run(self, id, Mode::Detached(Some(ready)))
+        monitor::run(self, id, Mode::Detached(Some(ready)), None)
+    }
+
+    /// The detached monitor again, after the shim saw the container exit.
+    pub fn monitor_resume(&self, id: &str, resume: monitor::Resume) -> Result<i32, RunError> {
+        monitor::run(self, id, Mode::Detached(None), Some(resume))
     }
 
     /// `run` in the foreground: create, then this process is the monitor.
@@ -422,7 +427,7 @@ impl Engine {
         warn: &mut dyn FnMut(String),
     ) -> Result<i32, RunError> {
         let rec = self.create(image, opts, c)?;
-        let r = monitor::run(self, &rec.id, Mode::Foreground { stdin, warn });
+        let r = monitor::run(self, &rec.id, Mode::Foreground { stdin, warn }, None);
         if r.is_err() && c.auto_remove {
             let _ = self.containers().delete(&rec.id);
         }

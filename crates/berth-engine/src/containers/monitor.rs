@@ -146,7 +146,12 @@ pub enum Mode<'a> {
 
 /// Runs a created container to completion (including restarts) and returns
 /// its last exit code. Errors before the first start are returned as such.
-pub fn run(engine: &Engine, id: &str, mut mode: Mode<'_>) -> Result<i32, crate::run::RunError> {
+pub fn run(
+    engine: &Engine,
+    id: &str,
+    mut mode: Mode<'_>,
+    resume: Option<Resume>,
+) -> Result<i32, crate::run::RunError> {
     let cs = engine.containers();
     let dir = cs.dir(id);
     let rec = cs.read(id)?;
@@ -180,177 +185,196 @@ pub fn run(engine: &Engine, id: &str, mut mode: Mode<'_>) -> Result<i32, crate::
             path: dir.join("container.log"),
             source,
         })?;
-    let mut first = true;
-    let mut backoff = Duration::from_millis(100);
+    let mut first = resume.is_none();
+    let mut backoff = resume
+        .as_ref()
+        .map_or(Duration::from_millis(100), |r| r.backoff);
     // A detached container with an open stdin (-i) takes input from `start -i`
-    // clients through this socket; it lives as long as the monitor, across restarts,
-    // but each run gets its own stdin.
-    let attach_socket = match mode {
-        Mode::Detached(_) if rec.options.open_stdin => {
+    // clients through this socket; it lives as long as the monitor, across restarts
+    // (and through the shim), but each run gets its own stdin.
+    let attach_socket = match (&resume, &mode) {
+        (Some(r), _) => r.listener.take_listener(),
+        (None, Mode::Detached(_)) if rec.options.open_stdin => {
             Some(stdio::bind_attach(&dir).map_err(io_err(&dir))?)
         }
         _ => None,
     };
+    let mut resumed = resume.map(|r| (r.status, r.ran));
     let code = loop {
-        let mut attach = match &attach_socket {
-            Some(l) => Some(l.try_clone().map_err(io_err(&dir))?),
-            None => None,
-        };
         let cg = cgroups::manager(&CgroupConfig {
             name: id.to_string(),
             parent: rec.options.cgroup_parent.clone(),
         })?;
-        cg.create()?;
         let cleanup = |cg: &dyn CgroupManager| {
             let _ = cg.kill_all(libc::SIGKILL);
             let _ = cg.remove();
         };
-        if let Some(r) = spec.linux().as_ref().and_then(|l| l.resources().as_ref())
-            && let Err(e) = cg.apply(r)
-        {
-            cleanup(cg.as_ref());
-            return Err(e.into());
-        }
-        let tty = spec
-            .process()
-            .as_ref()
-            .and_then(|p| p.terminal())
-            .unwrap_or(false);
-        let interactive = matches!(mode, Mode::Foreground { stdin: true, .. });
-        // With -t the process gets a pty slave as stdin/stdout/stderr and we
-        // keep the master; without, two pipes (stdout, stderr), and for a
-        // detached container with an open stdin (-i) a third pipe fed from
-        // the attach socket.
-        // The pty is allocated by the container's init from the container's own
-        // devpts (so the process finds its terminal under /dev/pts, as with runc)
-        // and its master sent back over this socket pair.
-        let mut console: Option<UnixStream> = None;
-        let mut init_options = None;
-        let (output, input, stdio) = if tty {
-            let (ours, theirs) = UnixStream::pair().map_err(io_err(&dir))?;
-            console = Some(ours);
-            init_options = Some(linux::oci::InitOptions {
-                console_socket: Some(theirs.into()),
-                ..Default::default()
-            });
-            (None, Input::None, [None, None, None])
-        } else {
-            let (out_r, out_w) = std::io::pipe().map_err(io_err(&dir))?;
-            let (err_r, err_w) = std::io::pipe().map_err(io_err(&dir))?;
-            let (input, stdin): (Input, Option<OwnedFd>) = match attach.take() {
-                Some(listener) => {
-                    let (r, w) = std::io::pipe().map_err(io_err(&dir))?;
-                    let input = Input::Attach {
-                        listener,
-                        to: Some(File::from(OwnedFd::from(w))),
-                        once: rec.options.stdin_once,
-                    };
-                    (input, Some(r.into()))
-                }
-                // The process reads our own stdin directly.
-                None if interactive => (Input::None, None),
-                None => (
-                    Input::None,
-                    Some(File::open("/dev/null").map_err(io_err(&dir))?.into()),
-                ),
-            };
-            (
-                Some(Output::Pipes(
-                    File::from(OwnedFd::from(out_r)),
-                    File::from(OwnedFd::from(err_r)),
-                )),
-                input,
-                [stdin, Some(out_w.into()), Some(err_w.into())],
-            )
-        };
-        let mut warnings = Vec::new();
-        let started = linux::spawn(SpawnOptions {
-            spec: &spec,
-            rootfs: dir.join("rootfs"),
-            overlay: Some(overlay.clone()),
-            before_start: &mut |pid| cg.add_process(pid).map_err(|e| e.to_string()),
-            warn: &mut |w| warnings.push(w),
-            stdio,
-            oci: init_options,
-        });
-        for w in warnings {
-            match &mut mode {
-                Mode::Foreground { warn, .. } => warn(w),
-                Mode::Detached(_) => {
-                    let _ = log.record(1, format!("berth: WARNING: {w}\n").as_bytes());
-                }
-            }
-        }
-        let pid = match started {
-            Ok(pid) => pid,
-            Err(e) => {
-                cleanup(cg.as_ref());
-                let code = e.exit_code();
-                let msg = e.to_string();
-                cs.update(id, |c| {
-                    c.state.status = Some(Status::Exited);
-                    c.state.exit_code = code;
-                    c.state.error = msg.clone();
-                    c.state.finished_at = now();
-                })?;
-                if first {
-                    if let Mode::Detached(Some(fd)) = &mut mode {
-                        let _ = File::from(fd.try_clone().map_err(io_err(&dir))?)
-                            .write_all(format!("{code}:{msg}").as_bytes());
-                    }
+        let (code, ran) = match resumed.take() {
+            // The shim watched the run; here is how it ended.
+            Some(ended) => ended,
+            None => {
+                let mut attach = match &attach_socket {
+                    Some(l) => Some(l.try_clone().map_err(io_err(&dir))?),
+                    None => None,
+                };
+                cg.create()?;
+                if let Some(r) = spec.linux().as_ref().and_then(|l| l.resources().as_ref())
+                    && let Err(e) = cg.apply(r)
+                {
+                    cleanup(cg.as_ref());
                     return Err(e.into());
                 }
-                break code;
+                let tty = spec
+                    .process()
+                    .as_ref()
+                    .and_then(|p| p.terminal())
+                    .unwrap_or(false);
+                let interactive = matches!(mode, Mode::Foreground { stdin: true, .. });
+                // With -t the process gets a pty slave as stdin/stdout/stderr and we
+                // keep the master; without, two pipes (stdout, stderr), and for a
+                // detached container with an open stdin (-i) a third pipe fed from
+                // the attach socket.
+                // The pty is allocated by the container's init from the container's own
+                // devpts (so the process finds its terminal under /dev/pts, as with runc)
+                // and its master sent back over this socket pair.
+                let mut console: Option<UnixStream> = None;
+                let mut init_options = None;
+                let (output, input, stdio) = if tty {
+                    let (ours, theirs) = UnixStream::pair().map_err(io_err(&dir))?;
+                    console = Some(ours);
+                    init_options = Some(linux::oci::InitOptions {
+                        console_socket: Some(theirs.into()),
+                        ..Default::default()
+                    });
+                    (None, Input::None, [None, None, None])
+                } else {
+                    let (out_r, out_w) = std::io::pipe().map_err(io_err(&dir))?;
+                    let (err_r, err_w) = std::io::pipe().map_err(io_err(&dir))?;
+                    let (input, stdin): (Input, Option<OwnedFd>) = match attach.take() {
+                        Some(listener) => {
+                            let (r, w) = std::io::pipe().map_err(io_err(&dir))?;
+                            let input = Input::Attach {
+                                listener,
+                                to: Some(File::from(OwnedFd::from(w))),
+                                once: rec.options.stdin_once,
+                            };
+                            (input, Some(r.into()))
+                        }
+                        // The process reads our own stdin directly.
+                        None if interactive => (Input::None, None),
+                        None => (
+                            Input::None,
+                            Some(File::open("/dev/null").map_err(io_err(&dir))?.into()),
+                        ),
+                    };
+                    (
+                        Some(Output::Pipes(
+                            File::from(OwnedFd::from(out_r)),
+                            File::from(OwnedFd::from(err_r)),
+                        )),
+                        input,
+                        [stdin, Some(out_w.into()), Some(err_w.into())],
+                    )
+                };
+                let mut warnings = Vec::new();
+                let started = linux::spawn(SpawnOptions {
+                    spec: &spec,
+                    rootfs: dir.join("rootfs"),
+                    overlay: Some(overlay.clone()),
+                    before_start: &mut |pid| cg.add_process(pid).map_err(|e| e.to_string()),
+                    warn: &mut |w| warnings.push(w),
+                    stdio,
+                    oci: init_options,
+                });
+                for w in warnings {
+                    match &mut mode {
+                        Mode::Foreground { warn, .. } => warn(w),
+                        Mode::Detached(_) => {
+                            let _ = log.record(1, format!("berth: WARNING: {w}\n").as_bytes());
+                        }
+                    }
+                }
+                let pid = match started {
+                    Ok(pid) => pid,
+                    Err(e) => {
+                        cleanup(cg.as_ref());
+                        let code = e.exit_code();
+                        let msg = e.to_string();
+                        cs.update(id, |c| {
+                            c.state.status = Some(Status::Exited);
+                            c.state.exit_code = code;
+                            c.state.error = msg.clone();
+                            c.state.finished_at = now();
+                        })?;
+                        if first {
+                            if let Mode::Detached(Some(fd)) = &mut mode {
+                                let _ = File::from(fd.try_clone().map_err(io_err(&dir))?)
+                                    .write_all(format!("{code}:{msg}").as_bytes());
+                            }
+                            return Err(e.into());
+                        }
+                        break code;
+                    }
+                };
+                cs.update(id, |c| {
+                    c.state.status = Some(Status::Running);
+                    c.state.pid = pid;
+                    c.state.monitor_pid = me;
+                    c.state.monitor_start = my_start;
+                    c.state.started_at = now();
+                    c.state.error.clear();
+                    c.state.oom_killed = false;
+                })?;
+                if first && let Mode::Detached(fd) = &mut mode {
+                    // Closing the pipe with nothing written means "started".
+                    drop(fd.take());
+                }
+                if let Mode::Foreground { .. } = mode {
+                    linux::forward_signals(pid);
+                }
+                let ran_since = Instant::now();
+                let foreground = matches!(mode, Mode::Foreground { .. });
+                let (output, input) = match console {
+                    Some(sock) => match tty_streams(&sock, attach.take(), interactive, &rec) {
+                        Ok(streams) => streams,
+                        Err(e) => {
+                            // Without its terminal the process cannot be watched: end it.
+                            // SAFETY: kill takes integers; `pid` is our child.
+                            unsafe { libc::kill(pid, libc::SIGKILL) };
+                            let _ = log.record(
+                                1,
+                                format!("berth: the container's terminal: {e}\n").as_bytes(),
+                            );
+                            (
+                                Output::Pipes(
+                                    File::open("/dev/null").map_err(io_err(&dir))?,
+                                    File::open("/dev/null").map_err(io_err(&dir))?,
+                                ),
+                                Input::None,
+                            )
+                        }
+                    },
+                    None => (output.expect("pipes without a pty"), input),
+                };
+                if !foreground {
+                    // From here until the process exits the monitor only relays and logs:
+                    // the small shim does that instead of all of berth, or, without it,
+                    // berth lets go of what starting the container needed.
+                    if let Some(shim) = shim_path() {
+                        let e = exec_shim(&shim, engine, id, pid, &output, &input, backoff);
+                        let _ = log.record(
+                            1,
+                            format!("berth: WARNING: {}: {e}\n", shim.display()).as_bytes(),
+                        );
+                    }
+                    shed_startup_memory();
+                }
+                stdio::relay(output, input, &mut log, foreground);
+                let _ = log.flush();
+                let code = linux::wait(pid).map_err(io_err(&dir))?;
+                (code, ran_since.elapsed())
             }
         };
-        cs.update(id, |c| {
-            c.state.status = Some(Status::Running);
-            c.state.pid = pid;
-            c.state.monitor_pid = me;
-            c.state.monitor_start = my_start;
-            c.state.started_at = now();
-            c.state.error.clear();
-            c.state.oom_killed = false;
-        })?;
-        if first && let Mode::Detached(fd) = &mut mode {
-            // Closing the pipe with nothing written means "started".
-            drop(fd.take());
-        }
-        if let Mode::Foreground { .. } = mode {
-            linux::forward_signals(pid);
-        }
-        let ran_since = Instant::now();
-        let foreground = matches!(mode, Mode::Foreground { .. });
-        let (output, input) = match console {
-            Some(sock) => match tty_streams(&sock, attach.take(), interactive, &rec) {
-                Ok(streams) => streams,
-                Err(e) => {
-                    // Without its terminal the process cannot be watched: end it.
-                    // SAFETY: kill takes integers; `pid` is our child.
-                    unsafe { libc::kill(pid, libc::SIGKILL) };
-                    let _ = log.record(
-                        1,
-                        format!("berth: the container's terminal: {e}\n").as_bytes(),
-                    );
-                    (
-                        Output::Pipes(
-                            File::open("/dev/null").map_err(io_err(&dir))?,
-                            File::open("/dev/null").map_err(io_err(&dir))?,
-                        ),
-                        Input::None,
-                    )
-                }
-            },
-            None => (output.expect("pipes without a pty"), input),
-        };
-        if !foreground {
-            // From here until the process exits the monitor only relays and logs:
-            // let go of what starting it needed.
-            shed_startup_memory();
-        }
-        stdio::relay(output, input, &mut log, foreground);
-        let _ = log.flush();
-        let code = linux::wait(pid).map_err(io_err(&dir))?;
         let oom = cg
             .stats()
             .is_ok_and(|s| s.memory.is_some_and(|m| m.oom_kills > 0));
@@ -370,7 +394,7 @@ pub fn run(engine: &Engine, id: &str, mut mode: Mode<'_>) -> Result<i32, crate::
             break code;
         }
         // Exponential backoff, reset after a run that lasted 10 s (as Docker).
-        if ran_since.elapsed() > Duration::from_secs(10) {
+        if ran > Duration::from_secs(10) {
             backoff = Duration::from_millis(100);
         }
         cs.update(id, |c| {
@@ -397,6 +421,123 @@ pub fn run(engine: &Engine, id: &str, mut mode: Mode<'_>) -> Result<i32, crate::
         }
     }
     Ok(code)
+}
+
+/// Where a monitor that execs back from the shim picks up (`__monitor ID
+/// --exit-status N --ran-ms MS --backoff-ms MS --listen-fd FD`).
+pub struct Resume {
+    /// The container's exit code (128 + signal when killed).
+    pub status: i32,
+    /// How long the run lasted.
+    pub ran: Duration,
+    /// The restart backoff in force.
+    pub backoff: Duration,
+    /// The attach socket, inherited through the shim.
+    pub listener: InheritedListener,
+}
+
+/// A listening socket inherited across `execve` by descriptor number.
+pub struct InheritedListener(std::cell::Cell<Option<std::os::fd::RawFd>>);
+
+impl InheritedListener {
+    /// Descriptor `fd` (negative: none).
+    pub fn new(fd: i32) -> InheritedListener {
+        InheritedListener(std::cell::Cell::new((fd >= 0).then_some(fd)))
+    }
+
+    fn take_listener(&self) -> Option<std::os::unix::net::UnixListener> {
+        use std::os::fd::FromRawFd;
+        let fd = self.0.take()?;
+        // SAFETY: the shim passed this descriptor on for us by number and nothing
+        // else in this process owns it.
+        let l = unsafe { std::os::unix::net::UnixListener::from_raw_fd(fd) };
+        // Not inherited by the container we may start again.
+        rustix::io::fcntl_setfd(&l, rustix::io::FdFlags::CLOEXEC).ok()?;
+        Some(l)
+    }
+}
+
+/// `berth-shim` next to this executable, if it is there.
+fn shim_path() -> Option<std::path::PathBuf> {
+    let p = std::env::current_exe().ok()?.with_file_name("berth-shim");
+    p.is_file().then_some(p)
+}
+
+/// Replaces this process with the shim, which relays `output`/`input` for `pid` and
+/// execs back into `berth __monitor ID` with the exit status. Returns only on failure.
+fn exec_shim(
+    shim: &Path,
+    engine: &Engine,
+    id: &str,
+    pid: i32,
+    output: &Output,
+    input: &Input,
+    backoff: Duration,
+) -> io::Error {
+    use std::ffi::CString;
+    use std::os::fd::{AsFd, AsRawFd};
+    use std::os::unix::ffi::OsStrExt;
+    let inherit = |fd: std::os::fd::BorrowedFd<'_>| -> io::Result<i32> {
+        rustix::io::fcntl_setfd(fd, rustix::io::FdFlags::empty())?;
+        Ok(fd.as_raw_fd())
+    };
+    let run = || -> io::Result<io::Error> {
+        let (out, err) = match output {
+            Output::Tty(m) => (inherit(m.as_fd())?, -1),
+            Output::Pipes(o, e) => (inherit(o.as_fd())?, inherit(e.as_fd())?),
+        };
+        let (listen, to, once) = match input {
+            Input::Attach { listener, to, once } => (
+                inherit(listener.as_fd())?,
+                match to {
+                    Some(t) => inherit(t.as_fd())?,
+                    None => -1,
+                },
+                *once,
+            ),
+            // A detached monitor never reads its own stdin.
+            _ => (-1, -1, false),
+        };
+        let exe = std::env::current_exe()?;
+        let dir = engine.containers().dir(id);
+        let mut args: Vec<Vec<u8>> = vec![shim.as_os_str().as_bytes().to_vec()];
+        for a in [
+            pid.to_string(),
+            dir.join("container.log").display().to_string(),
+            out.to_string(),
+            err.to_string(),
+            listen.to_string(),
+            to.to_string(),
+            u8::from(once).to_string(),
+        ] {
+            args.push(a.into_bytes());
+        }
+        args.push(b"--".to_vec());
+        args.push(exe.as_os_str().as_bytes().to_vec());
+        args.push(b"--root".to_vec());
+        args.push(engine.root().as_os_str().as_bytes().to_vec());
+        for a in [
+            "__monitor".to_string(),
+            id.to_string(),
+            "--backoff-ms".into(),
+            backoff.as_millis().to_string(),
+            "--listen-fd".into(),
+            listen.to_string(),
+        ] {
+            args.push(a.into_bytes());
+        }
+        let args: Vec<CString> = args
+            .into_iter()
+            .map(|a| CString::new(a).map_err(io::Error::other))
+            .collect::<io::Result<_>>()?;
+        let mut ptrs: Vec<*const libc::c_char> = args.iter().map(|a| a.as_ptr()).collect();
+        ptrs.push(std::ptr::null());
+        // SAFETY: a NULL-terminated array of pointers to live C strings; execv only
+        // returns on failure. The monitor is single-threaded here.
+        unsafe { libc::execv(args[0].as_ptr(), ptrs.as_ptr()) };
+        Ok(io::Error::last_os_error())
+    };
+    run().unwrap_or_else(|e| e)
 }
 
 /// Gives back the memory that starting a container needed and relaying it does not,

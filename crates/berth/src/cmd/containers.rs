@@ -154,6 +154,18 @@ pub struct WaitArgs {
 pub struct MonitorArgs {
     /// Container ID.
     id: String,
+    /// Set by berth-shim when it execs back: how the container's run ended.
+    #[arg(long, requires = "ran_ms")]
+    exit_status: Option<i32>,
+    /// How long that run lasted.
+    #[arg(long)]
+    ran_ms: Option<u64>,
+    /// The restart backoff in force.
+    #[arg(long, default_value_t = 100)]
+    backoff_ms: u64,
+    /// The attach socket's descriptor, inherited (-1: none).
+    #[arg(long, default_value_t = -1, allow_negative_numbers = true)]
+    listen_fd: i32,
 }
 
 fn engine(root: &Path) -> anyhow::Result<Engine> {
@@ -599,6 +611,20 @@ pub fn logs(root: &Path, a: LogsArgs) -> anyhow::Result<ExitCode> {
 
 /// `berth __monitor ID`: the detached monitor; fd 3 reports the start.
 pub fn monitor(root: &Path, a: MonitorArgs) -> anyhow::Result<ExitCode> {
+    if let (Some(status), Some(ran)) = (a.exit_status, a.ran_ms) {
+        use berth_engine::containers::monitor::{InheritedListener, Resume};
+        let e = engine(root)?;
+        let code = e.monitor_resume(
+            &a.id,
+            Resume {
+                status,
+                ran: Duration::from_millis(ran),
+                backoff: Duration::from_millis(a.backoff_ms),
+                listener: InheritedListener::new(a.listen_fd),
+            },
+        )?;
+        return Ok(ExitCode::from(code as u8));
+    }
     // SAFETY: `start` passes the start pipe's write end as fd 3 and nothing
     // else in this process owns it.
     let ready = unsafe { OwnedFd::from_raw_fd(3) };
