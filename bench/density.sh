@@ -15,8 +15,10 @@
 #           --bridge none --iptables=false --ip6tables=false)
 # wait SETTLE seconds, then read the memory of the engine's processes that exist
 # because of those containers:
-#   berth   every process running the berth binary under this root: one monitor per
-#           container (`berth --root R __monitor ID`); the CLI has exited
+#   berth   every process running the berth binary or berth-shim under this root: one
+#           monitor per container (`berth --root R __monitor ID`, which execs
+#           `berth-shim ... -- berth --root R __monitor ID` while the container runs);
+#           the CLI has exited
 #   podman  the conmon processes of this podman root (one per container)
 #   docker  the containerd-shim-runc-v2 processes of this dockerd's containerd (one per
 #           container); dockerd and containerd themselves are shown apart, as the
@@ -211,6 +213,10 @@ if [[ ! -x $BERTH_SRC ]]; then
 fi
 BERTH_SRC=$(readlink -f "$BERTH_SRC")
 cp "$BERTH_SRC" "$BERTH"
+# The monitor execs berth-shim, which it looks for next to its own executable.
+SHIM_SRC=$(dirname "$BERTH_SRC")/berth-shim
+[[ -x $SHIM_SRC ]] || die "$SHIM_SRC missing (cargo build --release -p berth builds it)"
+cp "$SHIM_SRC" "$W/berth-shim"
 sync "$BERTH" # written back, so smaps does not show its page-cache pages as dirty
 
 FIX=${BERTH_FIXTURES:-$(bash "$ROOT/scripts/fixtures.sh" | tail -n 1)}
@@ -224,8 +230,11 @@ log "fixtures: $FIX; work dir: $W; N=$N; load average: $(cut -d' ' -f1-3 /proc/l
 "$BERTH" --root "$BR" load -q -i "$OCI" >/dev/null
 log "berth: starting $N containers"
 start_n "$BERTH" --root "$BR" run -d
-read -r cnt rss pss uss anon < <(pids_by_exe "$BERTH" "--root $BR " | measure "$W/berth.mem")
-echo "berth|monitor (berth __monitor)|$cnt|$rss|$pss|$uss|$anon|$START_S|" >>"$RESULTS"
+read -r cnt rss pss uss anon < <({
+	pids_by_exe "$BERTH" "--root $BR "
+	pids_by_exe "$W/berth-shim" "--root $BR "
+} | measure "$W/berth.mem")
+echo "berth|monitor (berth-shim, or berth __monitor)|$cnt|$rss|$pss|$uss|$anon|$START_S|" >>"$RESULTS"
 running=$("$BERTH" --root "$BR" ps -q | wc -l)
 ((running == N)) || log "warning: berth ps shows $running running containers, not $N"
 remove_berth

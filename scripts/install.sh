@@ -10,7 +10,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 bash scripts/deps.sh
-cargo build --release --locked -p berth
+cargo build --release --locked -p berth  # berth and berth-shim
 install -m 0755 target/release/berth /usr/local/bin/berth
 # What detached containers' monitors exec into; berth finds it next to itself.
 install -m 0755 target/release/berth-shim /usr/local/bin/berth-shim

@@ -426,8 +426,12 @@ impl Endpoint {
                 d.push_str(&format!(" ({detail})"));
             }
             e
-        } else {
+        } else if detail.contains(status.as_str()) {
             RegistryError::registry(&self.domain, format!("{what}: {detail}"))
+        } else {
+            // The registry's own message ("unknown: unknown error") does not
+            // say that it answered 500 or 503 (after retries, for those).
+            RegistryError::registry(&self.domain, format!("{what}: {detail} ({status})"))
         }
     }
 

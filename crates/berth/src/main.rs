@@ -60,6 +60,8 @@ enum Command {
     /// Inspect manifests and image indexes in registries.
     #[command(subcommand)]
     Manifest(cmd::registry::ManifestCommand),
+    /// List a repository's tags in its registry (`--list-tags`, as podman).
+    Search(cmd::registry::SearchArgs),
     /// Run a command in a new container.
     Run(Box<cmd::run::RunArgs>),
     /// Create a new container.
@@ -154,6 +156,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Login(a) => cmd::registry::login(&root, a),
         Command::Logout(a) => cmd::registry::logout(&root, a),
         Command::Manifest(c) => cmd::registry::manifest(&root, c),
+        Command::Search(a) => cmd::registry::search(&root, a),
         Command::Run(a) => cmd::run::run(&root, *a),
         Command::Create(a) => cmd::containers::create(&root, *a),
         Command::Start(a) => cmd::containers::start(&root, a),

@@ -291,7 +291,17 @@ impl Berth {
 
     /// `berth push REF`; returns the manifest digest from its last line.
     fn push(&self, reference: &str) -> String {
-        let out = self.ok(&["push", reference]);
+        self.push_env(reference, &[]).0
+    }
+
+    /// `berth push REF` with extra environment variables; returns the
+    /// manifest digest from its last line and the whole output.
+    fn push_env(&self, reference: &str, env: &[(&str, &str)]) -> (String, String) {
+        let mut c = self.cmd(&["push", reference]);
+        c.envs(env.iter().copied());
+        let r = run_limited(c, None);
+        let all = format!("{}{}", r.stdout, r.stderr);
+        let out = ok_or_panic(&format!("berth push {reference}"), r);
         let last = out.lines().last().unwrap_or("");
         let tag = reference.rsplit_once(':').unwrap().1;
         let rest = last
@@ -303,7 +313,7 @@ impl Berth {
             digest.starts_with("sha256:") && digest.len() == 71,
             "{last}"
         );
-        digest.to_string()
+        (digest.to_string(), all)
     }
 
     fn inspect(&self, name: &str) -> Value {
@@ -586,6 +596,41 @@ fn push_then_pull_into_an_empty_store() {
         &format!("docker://{r}"),
     ]);
     assert_eq!(Digest::of(raw.as_bytes()).to_string(), pushed);
+
+    // Tag listing (GET /v2/NAME/tags/list), as `podman search --list-tags`.
+    a.ok(&["tag", &r, &format!("{}/rt/busybox:2", reg.host())]);
+    a.push(&format!("{}/rt/busybox:2", reg.host()));
+    let out = b.ok(&[
+        "search",
+        "--list-tags",
+        &format!("{}/rt/busybox", reg.host()),
+    ]);
+    let rows: Vec<Vec<&str>> = out
+        .lines()
+        .map(|l| l.split_whitespace().collect())
+        .collect();
+    assert_eq!(rows[0], ["NAME", "TAG"], "{out}");
+    let repo = format!("{}/rt/busybox", reg.host());
+    assert_eq!(
+        rows[1..],
+        [[repo.as_str(), "1"], [repo.as_str(), "2"]],
+        "{out}"
+    );
+    let v: Value = serde_json::from_str(&b.ok(&[
+        "search",
+        "--list-tags",
+        "--format",
+        "json",
+        &format!("{}/rt/other", reg.host()),
+    ]))
+    .unwrap();
+    assert_eq!(v[0]["Tags"], json!(["2"]), "{v}");
+    let err = b.fails(&[
+        "search",
+        "--list-tags",
+        &format!("{}/rt/nosuch", reg.host()),
+    ]);
+    assert!(err.contains("rt/nosuch"), "{err}");
 }
 
 #[test]
@@ -1231,4 +1276,322 @@ fn hanging_registry_times_out() {
         &[&hang.host()],
         &["timed out", "timeout", "time out"],
     );
+}
+
+// ---------------------------------------------------------------------------
+// protocol details, watched through a proxy: retries, resumption, upload
+// paths, the download limit, token reuse
+
+/// The requests `p` got with `method` whose path contains `pat`.
+fn seen(p: &net::Proxy, method: &str, pat: &str) -> Vec<Request> {
+    p.requests()
+        .into_iter()
+        .filter(|r| r.method == method && r.path().contains(pat))
+        .collect()
+}
+
+fn hits(p: &net::Proxy) -> usize {
+    p.hits.load(std::sync::atomic::Ordering::SeqCst)
+}
+
+/// `b` pulled busybox whole: the fixture's manifest and config, every blob
+/// in the store verified.
+fn assert_busybox_intact(b: &Berth, r: &str, digest: &str) {
+    let (manifest, config) = fixture_digests("busybox.oci");
+    assert_eq!(digest, manifest);
+    assert_eq!(b.inspect(r)["Id"], json!(config));
+    assert_eq!(b.ok(&["system", "check"]).trim(), "no problems found");
+}
+
+#[test]
+fn server_errors_on_a_blob_are_retried() {
+    let reg = registry_with_busybox();
+    let (_, layer) = busybox_digests();
+    let proxy = net::proxy(reg.addr, &layer, Fault::Status(503, 2));
+    let b = Berth::new();
+    let r = format!("{}/busybox:latest", proxy.host());
+    let d = b.pull(&r);
+    assert_busybox_intact(&b, &r, &d);
+    assert_eq!(hits(&proxy), 2, "two 503 answers");
+    let gets = seen(&proxy, "GET", &format!("/blobs/{layer}"));
+    assert_eq!(gets.len(), 3, "two refused GETs, then the blob: {gets:#?}");
+}
+
+#[test]
+fn server_error_on_the_manifest_is_retried() {
+    let reg = registry_with_busybox();
+    let proxy = net::proxy_matching(reg.addr, "/manifests/", Fault::Status(503, 1));
+    let b = Berth::new();
+    let r = format!("{}/busybox:latest", proxy.host());
+    let d = b.pull(&r);
+    assert_busybox_intact(&b, &r, &d);
+    assert_eq!(hits(&proxy), 1);
+    let gets = seen(&proxy, "GET", "/manifests/latest");
+    assert_eq!(gets.len(), 2, "one 503, then the manifest: {gets:#?}");
+}
+
+#[test]
+fn registry_that_always_fails_gives_up_naming_the_blob() {
+    let reg = registry_with_busybox();
+    let (_, layer) = busybox_digests();
+    let proxy = net::proxy(reg.addr, &layer, Fault::Status(500, usize::MAX));
+    let b = Berth::new();
+    let r = format!("{}/busybox:latest", proxy.host());
+    let hex = &layer["sha256:".len()..];
+    b.fails_storing_nothing(&["pull", &r], &[&proxy.host(), &hex[..12], "500"], &[]);
+    let gets = seen(&proxy, "GET", &format!("/blobs/{layer}")).len();
+    assert!(
+        (2..=6).contains(&gets),
+        "berth should retry a few times, then stop: {gets} GETs"
+    );
+}
+
+#[test]
+fn dropped_download_resumes_with_a_range_request() {
+    let reg = registry_with_busybox();
+    let (_, layer) = busybox_digests();
+    let proxy = net::proxy(reg.addr, &layer, Fault::DropOnce);
+    let b = Berth::new();
+    let r = format!("{}/busybox:latest", proxy.host());
+    let d = b.pull(&r);
+    assert_busybox_intact(&b, &r, &d);
+    assert_eq!(hits(&proxy), 1);
+    let gets = seen(&proxy, "GET", &format!("/blobs/{layer}"));
+    assert_eq!(gets.len(), 2, "{gets:#?}");
+    assert_eq!(gets[0].header("range"), None);
+    let range = gets[1].header("range").expect("the second GET has a Range");
+    let from: u64 = range
+        .strip_prefix("bytes=")
+        .and_then(|r| r.strip_suffix('-'))
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("Range should be bytes=N-: {range}"));
+    assert!(from > 0, "{range}");
+}
+
+#[test]
+fn resumption_copes_with_a_server_that_ignores_range() {
+    let reg = registry_with_busybox();
+    let (_, layer) = busybox_digests();
+    let proxy = net::proxy(reg.addr, &layer, Fault::DropOnceIgnoreRange);
+    let b = Berth::new();
+    let r = format!("{}/busybox:latest", proxy.host());
+    let d = b.pull(&r);
+    assert_busybox_intact(&b, &r, &d);
+    assert_eq!(hits(&proxy), 1);
+    let gets = seen(&proxy, "GET", &format!("/blobs/{layer}"));
+    assert_eq!(gets.len(), 2, "{gets:#?}");
+    assert!(gets[1].header("range").is_some());
+}
+
+/// The `key` query parameter of `r`.
+fn query(r: &Request, key: &str) -> Option<String> {
+    r.query()
+        .into_iter()
+        .find(|(k, _)| k == key)
+        .map(|(_, v)| v)
+}
+
+/// `skopeo inspect` of `r` (plain HTTP) accepts it and reports `digest`.
+fn skopeo_accepts(r: &str, digest: &str) {
+    let info: Value = serde_json::from_str(&skopeo(&[
+        "inspect",
+        "--tls-verify=false",
+        &format!("docker://{r}"),
+    ]))
+    .unwrap();
+    assert_eq!(info["Digest"], digest, "{info}");
+}
+
+#[test]
+fn push_uploads_monolithically_then_skips_existing_and_mounts() {
+    let reg = Registry::plain();
+    let proxy = net::proxy_matching(reg.addr, "", Fault::None);
+    let b = Berth::new();
+    let a = format!("{}/push/a:1", proxy.host());
+    b.load_busybox_as(&a);
+    let (_, layer) = busybox_digests();
+
+    // First push: one POST and one PUT ?digest= with the body per blob.
+    let (pushed, _) = b.push_env(&a, &[]);
+    let puts = seen(&proxy, "PUT", "/v2/push/a/blobs/uploads/");
+    assert_eq!(puts.len(), 2, "layer and config: {puts:#?}");
+    for p in &puts {
+        let d = query(p, "digest").expect("PUT ?digest=");
+        assert!(!p.body.is_empty(), "monolithic PUT without a body");
+        assert_eq!(Digest::of(&p.body).to_string(), d);
+    }
+    assert!(
+        puts.iter()
+            .any(|p| query(p, "digest").as_deref() == Some(&layer))
+    );
+    assert!(seen(&proxy, "PATCH", "/blobs/uploads/").is_empty());
+
+    // Again: every blob is there (HEAD), nothing is uploaded.
+    let before = proxy.requests().len();
+    let (again, out) = b.push_env(&a, &[]);
+    assert_eq!(again, pushed);
+    assert!(out.contains("Layer already exists"), "{out}");
+    let new = &proxy.requests()[before..];
+    assert!(
+        new.iter()
+            .any(|r| r.method == "HEAD" && r.path().ends_with(&format!("/blobs/{layer}"))),
+        "{new:#?}"
+    );
+    assert!(
+        !new.iter().any(|r| r.path().contains("/blobs/uploads/")),
+        "an upload for blobs that exist: {new:#?}"
+    );
+
+    // Another repository of the same registry: mounted from the first.
+    let other = format!("{}/push/b:1", proxy.host());
+    b.ok(&["tag", &a, &other]);
+    let before = proxy.requests().len();
+    let (mounted, out) = b.push_env(&other, &[]);
+    assert_eq!(mounted, pushed);
+    assert!(out.contains("Mounted from push/a"), "{out}");
+    let new = &proxy.requests()[before..];
+    let mount = new
+        .iter()
+        .find(|r| r.method == "POST" && query(r, "mount").as_deref() == Some(&layer))
+        .unwrap_or_else(|| panic!("no POST ?mount={layer}: {new:#?}"));
+    assert_eq!(mount.path(), "/v2/push/b/blobs/uploads/");
+    assert_eq!(query(mount, "from").as_deref(), Some("push/a"));
+    assert!(
+        !new.iter()
+            .any(|r| matches!(r.method.as_str(), "PUT" | "PATCH")
+                && r.path().contains("/blobs/uploads/")),
+        "a mounted blob was uploaded: {new:#?}"
+    );
+
+    // Both pull back as pushed, and skopeo accepts them.
+    for repo in ["push/a:1", "push/b:1"] {
+        let r = format!("{}/{repo}", reg.host());
+        assert_eq!(Berth::new().pull(&r), pushed);
+        skopeo_accepts(&r, &pushed);
+    }
+}
+
+#[test]
+fn push_uploads_in_chunks_when_told_to() {
+    let reg = Registry::plain();
+    let proxy = net::proxy_matching(reg.addr, "", Fault::None);
+    let b = Berth::new();
+    let r = format!("{}/chunked/busybox:1", proxy.host());
+    b.load_busybox_as(&r);
+    let (_, layer) = busybox_digests();
+    const CHUNK: usize = 256 << 10;
+    let (pushed, _) = b.push_env(&r, &[("BERTH_REGISTRY_CHUNK_SIZE", &CHUNK.to_string())]);
+
+    // The layer (over 1 MiB) went up in PATCHes of CHUNK bytes with
+    // contiguous Content-Ranges, then a PUT ?digest= without a body.
+    let patches = seen(&proxy, "PATCH", "/v2/chunked/busybox/blobs/uploads/");
+    assert!(patches.len() >= 2, "{} PATCHes", patches.len());
+    let mut next = 0usize;
+    let mut blob = Vec::new();
+    for p in &patches {
+        let cr = p.header("content-range").expect("PATCH with Content-Range");
+        let (a, z) = cr.split_once('-').expect("Content-Range start-end");
+        let (a, z): (usize, usize) = (a.parse().unwrap(), z.parse().unwrap());
+        assert_eq!(a, next, "ranges must be contiguous: {cr}");
+        assert_eq!(z + 1 - a, p.body.len(), "{cr}");
+        assert!(p.body.len() <= CHUNK);
+        next = z + 1;
+        blob.extend_from_slice(&p.body);
+    }
+    assert_eq!(Digest::of(&blob).to_string(), layer);
+    let close = seen(&proxy, "PUT", "/v2/chunked/busybox/blobs/uploads/")
+        .into_iter()
+        .find(|p| query(p, "digest").as_deref() == Some(&layer))
+        .expect("a closing PUT ?digest= for the layer");
+    assert!(close.body.is_empty());
+
+    let direct = format!("{}/chunked/busybox:1", reg.host());
+    assert_eq!(Berth::new().pull(&direct), pushed);
+    skopeo_accepts(&direct, &pushed);
+}
+
+/// Busybox plus `n` tiny layers, tagged `tag` in `oci`.
+fn busybox_with_layers(oci: &OciDir, tag: &str, n: usize) {
+    let (_, manifest, mut config) = oci.base();
+    let mut layers = Vec::new();
+    for i in 0..n {
+        let name = format!("extra-{i}");
+        let text = format!("layer {i}\n");
+        let tar = common::layer(&[common::Entry::File(&name, text.as_bytes())]);
+        layers.push(oci.put(OCI_LAYER_GZIP, &common::gzip(&tar)));
+        config["rootfs"]["diff_ids"]
+            .as_array_mut()
+            .unwrap()
+            .push(json!(Digest::of(&tar).to_string()));
+        config["history"]
+            .as_array_mut()
+            .unwrap()
+            .push(json!({"created_by": format!("berth registry test: /{name}")}));
+    }
+    let desc = oci.manifest_with(&manifest, &config, &layers);
+    oci.tag(tag, &desc);
+}
+
+#[test]
+fn concurrent_downloads_respect_the_configured_limit() {
+    let reg = Registry::plain();
+    let oci = OciDir::busybox();
+    busybox_with_layers(&oci, "three", 2);
+    oci.push("three", &format!("{}/layers/three:1", reg.host()), false);
+
+    // Each blob answer is held back, so downloads that run together are
+    // seen in flight together.
+    let hold = Fault::Hold(Duration::from_millis(400));
+    let one = net::proxy_matching(reg.addr, "/blobs/sha256:", hold);
+    let b = Berth::new();
+    b.configure("max-concurrent-downloads", json!(1));
+    b.pull(&format!("{}/layers/three:1", one.host()));
+    assert_eq!(
+        seen(&one, "GET", "/blobs/sha256:").len(),
+        4,
+        "config and three layers"
+    );
+    assert_eq!(one.max_blob_gets_in_flight(), 1);
+
+    // The default (3) fetches the layers together.
+    let three = net::proxy_matching(reg.addr, "/blobs/sha256:", hold);
+    let c = Berth::new();
+    c.pull(&format!("{}/layers/three:1", three.host()));
+    assert!(
+        three.max_blob_gets_in_flight() > 1,
+        "layers should download concurrently by default"
+    );
+}
+
+#[test]
+fn bearer_token_is_reused_for_every_request_of_a_pull() {
+    let (reg, tokens) = token_registry();
+    let oci = OciDir::busybox();
+    busybox_with_layers(&oci, "three", 2);
+    skopeo(&[
+        "copy",
+        "-q",
+        "--dest-tls-verify=false",
+        "--dest-creds",
+        &format!("{USER}:{PASSWORD}"),
+        &format!("oci:{}:three", oci.path().display()),
+        &format!("docker://{}/tok/layers:1", reg.host()),
+    ]);
+    let b = Berth::new();
+    b.ok(&["login", "-u", USER, "-p", PASSWORD, &reg.host()]);
+    let before = tokens.scopes().len();
+    b.pull(&format!("{}/tok/layers:1", reg.host()));
+    let asked = tokens.scopes()[before..].to_vec();
+    assert_eq!(
+        asked,
+        vec!["repository:tok/layers:pull".to_string()],
+        "one token for the pull's one scope"
+    );
+    // …used for the manifest, the config and the three layers.
+    let gets = reg
+        .log()
+        .lines()
+        .filter(|l| l.contains("berth/") && l.contains("GET /v2/tok/layers/"))
+        .count();
+    assert!(gets >= 5, "{}", reg.log());
 }

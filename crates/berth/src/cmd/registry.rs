@@ -369,6 +369,50 @@ pub fn manifest(root: &Path, c: ManifestCommand) -> anyhow::Result<ExitCode> {
     }
 }
 
+#[derive(Args)]
+pub struct SearchArgs {
+    /// List the tags of the repository (the only search berth does: registries'
+    /// catalog search is Docker Hub's own API, not the distribution spec).
+    #[arg(long)]
+    list_tags: bool,
+    /// Output format: table (default) or json.
+    #[arg(long)]
+    format: Option<String>,
+    /// REGISTRY/REPOSITORY
+    name: String,
+}
+
+/// `search --list-tags NAME`: the registry's tag list (`GET /v2/NAME/tags/list`).
+pub fn search(root: &Path, a: SearchArgs) -> anyhow::Result<ExitCode> {
+    if !a.list_tags {
+        anyhow::bail!(
+            "berth search only lists a repository's tags: use --list-tags {}",
+            a.name
+        );
+    }
+    let e = engine(root)?;
+    let mut tags = e.remote_tags(&a.name)?;
+    // Registries list tags in no promised order.
+    tags.sort();
+    let name = a.name.split(['@']).next().unwrap_or(&a.name);
+    // A tag given with the name is not part of the repository.
+    let repo = match name.rsplit_once(':') {
+        Some((r, t)) if !t.contains('/') => r,
+        _ => name,
+    };
+    if a.format.as_deref() == Some("json") {
+        let v = serde_json::json!([{ "Name": repo, "Tags": tags }]);
+        println!("{}", serde_json::to_string_pretty(&v)?);
+        return Ok(ExitCode::SUCCESS);
+    }
+    let width = repo.len().max(4) + 2;
+    println!("{:width$}TAG", "NAME");
+    for t in &tags {
+        println!("{repo:width$}{t}");
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
 /// Re-indents JSON text (three spaces, as Docker prints manifests) keeping
 /// its key order, which a parse and re-serialise would sort.
 fn indent_json(bytes: &[u8]) -> String {

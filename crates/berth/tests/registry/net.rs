@@ -309,7 +309,8 @@ pub fn hang(ip: Ipv4Addr) -> Server {
 // ---------------------------------------------------------------------------
 // a faulty proxy
 
-/// What the proxy does to one blob's body.
+/// What the proxy does to the requests it targets (GETs whose path contains
+/// its pattern).
 #[derive(Clone, Copy, Debug)]
 pub enum Fault {
     /// Flips one bit in the middle of the blob.
@@ -320,6 +321,32 @@ pub enum Fault {
     Truncate,
     /// Like Truncate, but keeps the connection open without sending more.
     Stall,
+    /// Answers the first `n` targeted requests with this status itself
+    /// (`usize::MAX`: every one); later ones go through untouched.
+    Status(u16, usize),
+    /// Cuts the first targeted answer after half the blob and closes, like
+    /// Truncate; later requests (a resumption with Range) go through.
+    DropOnce,
+    /// Like DropOnce, but later requests reach the registry without their
+    /// Range header: a server that ignores Range and sends the whole blob.
+    DropOnceIgnoreRange,
+    /// Holds each targeted answer back for a while before sending it, so that
+    /// requests made concurrently are seen in flight together.
+    Hold(Duration),
+    /// Nothing: the proxy only logs.
+    None,
+}
+
+/// What a proxy shares between its connections.
+#[derive(Default)]
+struct ProxyState {
+    /// Targeted requests seen so far.
+    seen: AtomicUsize,
+    /// Every request, in arrival order.
+    log: Mutex<Vec<Request>>,
+    /// Blob GETs being answered now, and the most at once.
+    blob_gets: AtomicUsize,
+    max_blob_gets: AtomicUsize,
 }
 
 /// A proxy in front of a registry that damages responses for one blob.
@@ -327,31 +354,56 @@ pub struct Proxy {
     pub server: Server,
     /// How many responses for the blob were damaged.
     pub hits: Arc<AtomicUsize>,
+    state: Arc<ProxyState>,
 }
 
 impl Proxy {
     pub fn host(&self) -> String {
         self.server.host()
     }
+
+    /// Every request the proxy got so far (bodies included).
+    pub fn requests(&self) -> Vec<Request> {
+        self.state.log.lock().unwrap().clone()
+    }
+
+    /// The most blob GETs (`/blobs/sha256:…`) the proxy had in flight at once.
+    pub fn max_blob_gets_in_flight(&self) -> usize {
+        self.state.max_blob_gets.load(Ordering::SeqCst)
+    }
 }
 
 /// Proxies every request on a fresh 127.0.0.1 port to `upstream`, applying
 /// `fault` to GET responses for the blob `digest` (`sha256:…`).
 pub fn proxy(upstream: SocketAddr, digest: &str, fault: Fault) -> Proxy {
-    let hits = Arc::new(AtomicUsize::new(0));
-    let counter = hits.clone();
-    let suffix = format!("/blobs/{digest}");
-    let server = accept_loop(LOCALHOST, move |client| {
-        let _ = proxy_one(client, upstream, &suffix, fault, &counter);
-    });
-    Proxy { server, hits }
+    proxy_matching(upstream, &format!("/blobs/{digest}"), fault)
 }
 
-/// Header lines of a raw head with `Connection` replaced by `close`.
-fn force_close(head: &str) -> String {
+/// Like [`proxy`], applying `fault` to every GET whose path contains
+/// `pattern` (`/manifests/`, `/blobs/sha256:`).
+pub fn proxy_matching(upstream: SocketAddr, pattern: &str, fault: Fault) -> Proxy {
+    let hits = Arc::new(AtomicUsize::new(0));
+    let state = Arc::new(ProxyState::default());
+    let (counter, st) = (hits.clone(), state.clone());
+    let pattern = pattern.to_string();
+    let server = accept_loop(LOCALHOST, move |client| {
+        let _ = proxy_one(client, upstream, &pattern, fault, &counter, &st);
+    });
+    Proxy {
+        server,
+        hits,
+        state,
+    }
+}
+
+/// Header lines of a raw head with `Connection` replaced by `close` and the
+/// headers named in `drop` left out.
+fn rewrite_head(head: &str, drop: &[&str]) -> String {
     let mut out = String::new();
     for l in head.split("\r\n").filter(|l| !l.is_empty()) {
-        if !l.to_ascii_lowercase().starts_with("connection:") {
+        let low = l.to_ascii_lowercase();
+        let name = low.split(':').next().unwrap_or("").trim();
+        if name != "connection" && !drop.contains(&name) {
             out.push_str(l);
             out.push_str("\r\n");
         }
@@ -359,21 +411,69 @@ fn force_close(head: &str) -> String {
     out + "Connection: close\r\n\r\n"
 }
 
+fn force_close(head: &str) -> String {
+    rewrite_head(head, &[])
+}
+
+/// Counts a blob GET in flight for as long as it lives.
+struct InFlight<'a>(&'a ProxyState);
+
+impl<'a> InFlight<'a> {
+    fn new(s: &'a ProxyState) -> InFlight<'a> {
+        let n = s.blob_gets.fetch_add(1, Ordering::SeqCst) + 1;
+        s.max_blob_gets.fetch_max(n, Ordering::SeqCst);
+        InFlight(s)
+    }
+}
+
+impl Drop for InFlight<'_> {
+    fn drop(&mut self) {
+        self.0.blob_gets.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
 fn proxy_one(
     client: TcpStream,
     upstream: SocketAddr,
-    blob_suffix: &str,
+    pattern: &str,
     fault: Fault,
     hits: &AtomicUsize,
+    state: &ProxyState,
 ) -> io::Result<()> {
     let mut r = BufReader::new(client.try_clone()?);
     let Some((req, raw)) = read_request(&mut r)? else {
         return Ok(());
     };
+    state.log.lock().unwrap().push(req.clone());
+    let _in_flight = (req.method == "GET" && req.path().contains("/blobs/sha256:"))
+        .then(|| InFlight::new(state));
+    let target = req.method == "GET" && req.path().contains(pattern);
+    // How many targeted requests came before this one.
+    let nth = if target {
+        state.seen.fetch_add(1, Ordering::SeqCst)
+    } else {
+        0
+    };
+    let mut w = client;
+    if let (true, Fault::Status(status, n)) = (target, fault)
+        && nth < n
+    {
+        hits.fetch_add(1, Ordering::SeqCst);
+        let resp = Response::json(
+            status,
+            &serde_json::json!({"errors": [{"code": "UNAVAILABLE", "message": "injected by the test proxy"}]}),
+        );
+        resp.write(&mut w, false)?;
+        return w.shutdown(Shutdown::Both);
+    }
+    let drop_headers: &[&str] = match fault {
+        Fault::DropOnceIgnoreRange if target && nth > 0 => &["range"],
+        _ => &[],
+    };
     // One request per upstream connection: ask the registry to close after
     // answering, then read its answer to EOF (no need to parse its framing).
     let mut up = TcpStream::connect(upstream)?;
-    up.write_all(force_close(&String::from_utf8_lossy(&raw)).as_bytes())?;
+    up.write_all(rewrite_head(&String::from_utf8_lossy(&raw), drop_headers).as_bytes())?;
     up.write_all(&req.body)?;
     let mut resp = Vec::new();
     up.read_to_end(&mut resp)?;
@@ -385,10 +485,16 @@ fn proxy_one(
     let (head, body) = resp.split_at(split);
     let head = String::from_utf8_lossy(head).into_owned();
     let mut body = body.to_vec();
-    let mut w = client;
-    let target = req.method == "GET" && req.path().ends_with(blob_suffix);
+    if let (true, Fault::Hold(d)) = (target, fault) {
+        thread::sleep(d);
+    }
     let status_ok = head.starts_with("HTTP/1.1 200") || head.starts_with("HTTP/1.1 206");
-    if !(target && status_ok) {
+    let damage = match fault {
+        Fault::Corrupt | Fault::Truncate | Fault::Stall => true,
+        Fault::DropOnce | Fault::DropOnceIgnoreRange => nth == 0,
+        Fault::Status(..) | Fault::Hold(_) | Fault::None => false,
+    };
+    if !(target && status_ok && damage) {
         w.write_all(force_close(&head).as_bytes())?;
         w.write_all(&body)?;
         return w.shutdown(Shutdown::Both);
@@ -417,7 +523,7 @@ fn proxy_one(
             }
             w.write_all(&body)?;
         }
-        Fault::Truncate | Fault::Stall => {
+        _ => {
             let keep = mid.saturating_sub(start).min(body.len());
             w.write_all(&body[..keep])?;
             w.flush()?;
