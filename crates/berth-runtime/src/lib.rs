@@ -5,4 +5,5 @@
 pub mod cgroups;
 pub mod host;
 pub mod linux;
+pub mod memory;
 pub mod seccomp;
