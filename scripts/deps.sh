@@ -23,6 +23,9 @@ PACKAGES=(
 	runc           # reference OCI runtime
 	hyperfine      # benchmarks (bench/)
 	tmux           # tests driving `run -it` through a real terminal
+	containernetworking-plugins # CNI plugins berth's networking runs (bridge, host-local, portmap, loopback)
+	iptables       # used by the bridge (ipMasq) and portmap plugins
+	iproute2       # ip: berth creates and removes network bridges with it
 	ca-certificates
 )
 

@@ -7,6 +7,7 @@
 pub mod build;
 pub mod containers;
 pub mod copy;
+pub mod network;
 pub mod registry;
 pub mod run;
 pub mod spec;
@@ -15,6 +16,7 @@ pub mod volumes;
 use std::path::{Path, PathBuf};
 
 pub use berth_image as image;
+pub use berth_net;
 pub use berth_registry;
 pub use berth_runtime::{cgroups, host};
 

@@ -169,15 +169,28 @@ impl Engine {
         {
             return Err(spec::SpecError(format!("invalid stop signal: {s}")).into());
         }
+        if opts.publish_all
+            && let Some(exposed) = cfg
+                .pointer("/config/ExposedPorts")
+                .and_then(serde_json::Value::as_object)
+        {
+            // -P: every EXPOSEd port on a random host port.
+            opts.publish.extend(exposed.keys().cloned());
+        }
         let opts = &opts;
+        let net_plan = crate::network::plan(self, opts)?;
         let id = new_id();
         let cs = self.containers();
         let dir = cs.dir(&id);
         let lower = self.images().lowerdirs(&img);
         let name = cs.name_for(c.name.as_deref(), &id)?;
-        let (user_mounts, volumes, anonymous) = self.resolve_mounts(&cfg, opts, &lower)?;
+        let (mut user_mounts, volumes, anonymous) = self.resolve_mounts(&cfg, opts, &lower)?;
+        user_mounts.extend(net_plan.mounts(&dir, &user_mounts));
         let spec = match spec::build(&cfg, opts, &id, Path::new("rootfs"), &lower, user_mounts) {
-            Ok(s) => s,
+            Ok(mut s) => {
+                net_plan.apply(&mut s);
+                s
+            }
             Err(e) => {
                 for v in &anonymous {
                     let _ = self.volumes().remove(v);
@@ -212,6 +225,8 @@ impl Engine {
             for d in ["upper", "work", "rootfs"] {
                 fs::create_dir_all(dir.join(d)).map_err(io(dir.join(d)))?;
             }
+            let hostname = spec.hostname().clone().unwrap_or_default();
+            net_plan.write_files(&dir, opts, &hostname)?;
             // The runtime resolves the relative root path against the bundle.
             let mut spec = spec;
             if let Some(root) = spec.root_mut() {
@@ -561,6 +576,8 @@ impl Engine {
             self.wait_until_stopped(&c.id, Duration::from_secs(10))?;
         }
         let _ = cg.remove();
+        // A container whose monitor died still holds its network.
+        crate::network::detach(self, &c.id);
         self.containers().delete(&c.id)?;
         Ok(c)
     }
@@ -792,6 +809,7 @@ impl Engine {
                 out.push(c.id);
             }
         }
+        crate::network::clean_leftovers(self);
         Ok(out)
     }
 

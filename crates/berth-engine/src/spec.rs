@@ -71,6 +71,21 @@ pub struct RunOptions {
     /// Close stdin when the first attached client hangs up (Docker's StdinOnce:
     /// `create -i`, but not `run -d -i`).
     pub stdin_once: bool,
+    // Networking (see `network.rs`).
+    /// `--network bridge|none|host|container:NAME|NETWORK` (absent: none).
+    pub network: Option<String>,
+    /// `-p/--publish`.
+    pub publish: Vec<String>,
+    /// `-P/--publish-all`: every EXPOSEd port on a random host port.
+    pub publish_all: bool,
+    /// `--ip`.
+    pub ip: Option<String>,
+    /// `--dns`.
+    pub dns: Vec<String>,
+    /// `--add-host NAME:IP`.
+    pub add_host: Vec<String>,
+    /// `--network-alias`.
+    pub network_alias: Vec<String>,
 }
 
 /// Parses Docker's byte sizes: `1024`, `512k`, `64m`, `1g`, `2gb` (binary units).

@@ -102,6 +102,11 @@ enum Command {
     /// Manage volumes.
     #[command(subcommand)]
     Volume(cmd::volumes::VolumeCommand),
+    /// Manage networks.
+    #[command(subcommand)]
+    Network(cmd::network::NetworkCommand),
+    /// List a container's published ports.
+    Port(cmd::network::PortArgs),
     /// runc-compatible OCI runtime (also installed as `berth-runtime`).
     Runtime(cmd::runtime::Passthrough),
     /// The per-container monitor (internal).
@@ -178,6 +183,8 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Rename(a) => cmd::containers::rename(&root, a),
         Command::Container(c) => cmd::containers::container(&root, c),
         Command::Volume(c) => cmd::volumes::volume(&root, c),
+        Command::Network(c) => cmd::network::network(&root, c),
+        Command::Port(a) => cmd::network::port(&root, a),
         Command::System(c) => s::system(&root, c),
     }
 }

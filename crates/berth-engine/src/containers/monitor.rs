@@ -281,7 +281,11 @@ pub fn run(
                     spec: &spec,
                     rootfs: dir.join("rootfs"),
                     overlay: Some(overlay.clone()),
-                    before_start: &mut |pid| cg.add_process(pid).map_err(|e| e.to_string()),
+                    before_start: &mut |pid| {
+                        cg.add_process(pid).map_err(|e| e.to_string())?;
+                        // Network: pin the namespace, CNI ADD (network.rs).
+                        crate::network::attach(engine, &rec, pid)
+                    },
                     warn: &mut |w| warnings.push(w),
                     stdio,
                     oci: init_options,
@@ -298,6 +302,7 @@ pub fn run(
                     Ok(pid) => pid,
                     Err(e) => {
                         cleanup(cg.as_ref());
+                        crate::network::detach(engine, id);
                         let code = e.exit_code();
                         let msg = e.to_string();
                         cs.update(id, |c| {
@@ -379,6 +384,8 @@ pub fn run(
             .stats()
             .is_ok_and(|s| s.memory.is_some_and(|m| m.oom_kills > 0));
         cleanup(cg.as_ref());
+        // Network: CNI DEL, unpin (network.rs).
+        crate::network::detach(engine, id);
         let c = cs.update(id, |c| {
             c.state.status = Some(Status::Exited);
             c.state.pid = 0;

@@ -397,6 +397,7 @@ pub fn container_json(e: &Engine, c: &Container) -> Value {
         "Name": format!("/{}", c.name),
         "RestartCount": st.restart_count,
         "LogPath": dir.join("container.log"),
+        "NetworkSettings": super::network::settings(e, c),
         "HostConfig": {
             "AutoRemove": c.auto_remove,
             "RestartPolicy": {

@@ -1,6 +1,7 @@
 pub mod build;
 pub mod containers;
 pub mod images;
+pub mod network;
 pub mod registry;
 pub mod run;
 pub mod runtime;

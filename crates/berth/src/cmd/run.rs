@@ -111,6 +111,27 @@ pub struct CreateArgs {
     /// cgroup to create the container's cgroup under (relative to berth's own).
     #[arg(long)]
     cgroup_parent: Option<String>,
+    /// Network: bridge, none, host, container:NAME or a network's name (default: none).
+    #[arg(long = "network", visible_alias = "net")]
+    network: Option<String>,
+    /// Publish a container's port(s) on the host: [IP:][HOSTPORT:]PORT[/tcp|udp], ranges too.
+    #[arg(short = 'p', long)]
+    publish: Vec<String>,
+    /// Publish every EXPOSEd port on a random host port.
+    #[arg(short = 'P', long)]
+    publish_all: bool,
+    /// IPv4 address on the network.
+    #[arg(long)]
+    ip: Option<String>,
+    /// DNS servers for /etc/resolv.conf.
+    #[arg(long)]
+    dns: Vec<String>,
+    /// Extra /etc/hosts entries (NAME:IP).
+    #[arg(long)]
+    add_host: Vec<String>,
+    /// Network-scoped aliases of the container.
+    #[arg(long)]
+    network_alias: Vec<String>,
     /// Pull the image first: always, missing (when not stored) or never.
     #[arg(long, default_value = "missing", value_parser = ["always", "missing", "never"])]
     pull: String,
@@ -209,6 +230,13 @@ impl CreateArgs {
             ulimits: self.ulimit,
             cgroup_parent: self.cgroup_parent,
             stop_signal: self.stop_signal,
+            network: self.network,
+            publish: self.publish,
+            publish_all: self.publish_all,
+            ip: self.ip,
+            dns: self.dns,
+            add_host: self.add_host,
+            network_alias: self.network_alias,
         };
         let c = CreateOptions {
             name: self.name,

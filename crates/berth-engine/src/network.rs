@@ -1,0 +1,550 @@
+//! Container networking in the engine: `--network` modes, the files a
+//! container's resolver reads (/etc/hosts, /etc/hostname, /etc/resolv.conf),
+//! and attaching/detaching a started container through CNI.
+//!
+//! Lifecycle: `create` validates the mode and the `-p` specs and writes the
+//! three files into the container directory (bind-mounted read-write, as
+//! Docker does). The monitor, in the runtime's `before_start` hook (the child
+//! exists in its new network namespace but waits), pins the namespace at
+//! `<root>/netns/<id>`, runs CNI ADD there and rewrites /etc/hosts with the
+//! address; the state goes to `<container>/net.json`. When the process exits
+//! (and on `rm`, for a container whose monitor died), [`detach`] runs CNI DEL,
+//! which releases the lease, veth and port mappings, and unmounts the pin.
+
+use std::fs;
+use std::path::{Path, PathBuf};
+
+use berth_net::cni::{self, CniResult};
+use berth_net::{NetError, Networks, PortMapping, netns, ports};
+use oci_spec::runtime::{LinuxNamespaceBuilder, LinuxNamespaceType, Mount, MountBuilder, Spec};
+use serde::{Deserialize, Serialize};
+
+use crate::Engine;
+use crate::containers::Container;
+use crate::spec::{RunOptions, SpecError};
+
+/// The interface name inside the container.
+pub const IFNAME: &str = "eth0";
+
+/// `--network`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Mode {
+    /// Only a loopback interface.
+    None,
+    /// The host's stack (no network namespace).
+    Host,
+    /// Another container's namespace.
+    Container(String),
+    /// A CNI network by name (`bridge` is the default one).
+    Network(String),
+}
+
+impl Mode {
+    /// Reads `--network` (absent: `none`, berth's default until the test
+    /// harness tears networks down; `default` is `bridge`).
+    pub fn parse(s: Option<&str>) -> Mode {
+        match s {
+            None | Some("none") | Some("") => Mode::None,
+            Some("host") => Mode::Host,
+            Some("default") => Mode::Network(berth_net::networks::DEFAULT.into()),
+            Some(s) => match s.strip_prefix("container:") {
+                Some(c) => Mode::Container(c.to_string()),
+                None => Mode::Network(s.to_string()),
+            },
+        }
+    }
+
+    /// The name Docker shows (`NetworkMode`).
+    pub fn name(&self) -> String {
+        match self {
+            Mode::None => "none".into(),
+            Mode::Host => "host".into(),
+            Mode::Container(c) => format!("container:{c}"),
+            Mode::Network(n) => n.clone(),
+        }
+    }
+}
+
+/// A running container's network state (`<container>/net.json`).
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+#[serde(default)]
+pub struct NetState {
+    /// Network name.
+    pub network: String,
+    /// Network ID.
+    pub network_id: String,
+    /// The pinned namespace.
+    pub netns: PathBuf,
+    /// Address.
+    pub ip: String,
+    /// Prefix length.
+    pub prefix: u8,
+    /// Gateway.
+    pub gateway: String,
+    /// MAC address.
+    pub mac: String,
+    /// Published ports (host ports assigned).
+    pub ports: Vec<PortMapping>,
+    /// The CNI result (DEL's prevResult).
+    pub result: Option<CniResult>,
+}
+
+fn net_err(e: NetError) -> SpecError {
+    SpecError(e.to_string())
+}
+
+fn io(p: &Path) -> impl Fn(std::io::Error) -> SpecError + '_ {
+    move |e| SpecError(format!("{}: {e}", p.display()))
+}
+
+/// Files the container gets at `/etc/*` from its directory.
+const FILES: [(&str, &str); 3] = [
+    ("hosts", "/etc/hosts"),
+    ("hostname", "/etc/hostname"),
+    ("resolv.conf", "/etc/resolv.conf"),
+];
+
+/// What `create` needs for a container's network.
+pub struct Plan {
+    mode: Mode,
+    /// Namespace path to join (container: mode).
+    join: Option<PathBuf>,
+}
+
+impl Engine {
+    /// The networks of this store.
+    pub fn networks(&self) -> Networks {
+        Networks::new(self.root())
+    }
+
+    /// Where a container's namespace is pinned.
+    pub fn netns_path(&self, id: &str) -> PathBuf {
+        self.root().join("netns").join(id)
+    }
+
+    /// Names of containers (any state) attached to a network.
+    pub fn network_users(&self, name: &str) -> Vec<String> {
+        self.containers()
+            .list()
+            .unwrap_or_default()
+            .into_iter()
+            .filter(|c| Mode::parse(c.options.network.as_deref()) == Mode::Network(name.into()))
+            .map(|c| c.name)
+            .collect()
+    }
+
+    /// A container's network state, if it is attached.
+    pub fn net_state(&self, id: &str) -> Option<NetState> {
+        let b = fs::read(self.containers().dir(id).join("net.json")).ok()?;
+        serde_json::from_slice(&b).ok()
+    }
+}
+
+/// Checks the network options at `create` (unknown network, bad `-p`,
+/// `--ip` outside the subnet, a container to join that does not exist).
+pub fn plan(engine: &Engine, o: &RunOptions) -> Result<Plan, SpecError> {
+    let mode = Mode::parse(o.network.as_deref());
+    let mut wanted = Vec::new();
+    for p in &o.publish {
+        wanted.extend(ports::parse(p).map_err(net_err)?);
+    }
+    check_ports_free(engine, &wanted)?;
+    let mut join = None;
+    match &mode {
+        Mode::Network(n) => {
+            let net = if n == berth_net::networks::DEFAULT {
+                engine.networks().ensure_default().map_err(net_err)?
+            } else {
+                engine.networks().get(n).map_err(net_err)?
+            };
+            if let Some(ip) = &o.ip {
+                let a: std::net::Ipv4Addr = ip
+                    .parse()
+                    .map_err(|_| SpecError(format!("invalid IPv4 address: {ip}")))?;
+                if !net.net().is_some_and(|s| s.contains(a)) {
+                    return Err(SpecError(format!(
+                        "invalid address {ip}: it does not belong to the network's subnet {}",
+                        net.subnet
+                    )));
+                }
+            }
+        }
+        Mode::Container(c) => {
+            let other = engine
+                .containers()
+                .resolve(c)
+                .map_err(|e| SpecError(e.to_string()))?;
+            join = Some(match Mode::parse(other.options.network.as_deref()) {
+                Mode::Network(_) => engine.netns_path(&other.id),
+                // Without a pinned namespace, the one its process has.
+                _ => PathBuf::from(format!("/proc/{}/ns/net", other.state.pid)),
+            });
+        }
+        Mode::None | Mode::Host => {}
+    }
+    if !o.publish.is_empty() && !matches!(mode, Mode::Network(_)) {
+        return Err(SpecError(format!(
+            "published ports are discarded when using {} network mode",
+            mode.name()
+        )));
+    }
+    Ok(Plan { mode, join })
+}
+
+/// Refuses fixed host ports another container publishes or a host process
+/// holds (Docker's "port is already allocated").
+fn check_ports_free(engine: &Engine, wanted: &[PortMapping]) -> Result<(), SpecError> {
+    let fixed: Vec<PortMapping> = wanted
+        .iter()
+        .filter(|m| m.host_port != 0)
+        .cloned()
+        .collect();
+    if fixed.is_empty() {
+        return Ok(());
+    }
+    let clash = |a: &PortMapping, b: &PortMapping| {
+        a.host_port == b.host_port
+            && a.protocol == b.protocol
+            && (a.host_ip.is_empty() || b.host_ip.is_empty() || a.host_ip == b.host_ip)
+    };
+    for c in engine.containers().list().unwrap_or_default() {
+        let Some(st) = engine.net_state(&c.id) else {
+            continue;
+        };
+        if let Some(m) = fixed.iter().find(|m| st.ports.iter().any(|p| clash(m, p))) {
+            return Err(SpecError(format!(
+                "Bind for {}:{} failed: port is already allocated (by container {})",
+                if m.host_ip.is_empty() {
+                    "0.0.0.0"
+                } else {
+                    &m.host_ip
+                },
+                m.host_port,
+                c.name
+            )));
+        }
+    }
+    ports::assign_random(&mut fixed.clone()).map_err(net_err)
+}
+
+impl Plan {
+    /// Bind mounts of the generated files, except where the user mounts something.
+    pub fn mounts(&self, dir: &Path, user: &[Mount]) -> Vec<Mount> {
+        FILES
+            .iter()
+            .filter(|(_, dest)| !user.iter().any(|m| m.destination() == Path::new(dest)))
+            .map(|(file, dest)| {
+                MountBuilder::default()
+                    .destination(*dest)
+                    .typ("bind")
+                    .source(dir.join(file))
+                    .options(vec!["rbind".to_string(), "rprivate".to_string()])
+                    .build()
+                    .expect("a bind mount")
+            })
+            .collect()
+    }
+
+    /// Sets the spec's network namespace for the mode.
+    pub fn apply(&self, spec: &mut Spec) {
+        let Some(linux) = spec.linux_mut() else {
+            return;
+        };
+        let mut nss = linux.namespaces().clone().unwrap_or_default();
+        nss.retain(|n| n.typ() != LinuxNamespaceType::Network);
+        match (&self.mode, &self.join) {
+            (Mode::Host, _) => {}
+            (_, Some(path)) => nss.push(
+                LinuxNamespaceBuilder::default()
+                    .typ(LinuxNamespaceType::Network)
+                    .path(path)
+                    .build()
+                    .expect("namespace"),
+            ),
+            _ => nss.push(
+                LinuxNamespaceBuilder::default()
+                    .typ(LinuxNamespaceType::Network)
+                    .build()
+                    .expect("namespace"),
+            ),
+        }
+        linux.set_namespaces(Some(nss));
+    }
+
+    /// Writes /etc/hosts, /etc/hostname and /etc/resolv.conf into `dir`.
+    pub fn write_files(&self, dir: &Path, o: &RunOptions, hostname: &str) -> Result<(), SpecError> {
+        let p = dir.join("hosts");
+        fs::write(&p, hosts(o, hostname, None, self.mode == Mode::Host)).map_err(io(&p))?;
+        let p = dir.join("hostname");
+        fs::write(&p, format!("{hostname}\n")).map_err(io(&p))?;
+        let p = dir.join("resolv.conf");
+        let host = fs::read_to_string("/etc/resolv.conf").unwrap_or_default();
+        fs::write(&p, resolv_conf(&host, &o.dns, self.mode == Mode::Host)).map_err(io(&p))
+    }
+}
+
+/// Docker's /etc/hosts: localhost, the container's address and name, `--add-host`.
+pub fn hosts(o: &RunOptions, hostname: &str, ip: Option<&str>, host_mode: bool) -> String {
+    let mut s = if host_mode {
+        fs::read_to_string("/etc/hosts").unwrap_or_default()
+    } else {
+        "127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\n\
+fe00::0\tip6-localnet\nff00::0\tip6-mcastprefix\nff02::1\tip6-allnodes\nff02::2\tip6-allrouters\n"
+            .to_string()
+    };
+    if !s.is_empty() && !s.ends_with('\n') {
+        s.push('\n');
+    }
+    for h in &o.add_host {
+        if let Some((name, addr)) = h.split_once(':').or_else(|| h.split_once('=')) {
+            s.push_str(&format!("{addr}\t{name}\n"));
+        }
+    }
+    if let Some(ip) = ip {
+        let aliases = o.network_alias.join(" ");
+        s.push_str(format!("{ip}\t{hostname} {aliases}").trim_end());
+        s.push('\n');
+    }
+    s
+}
+
+/// resolv.conf from the host's: its resolvers unless they are loopback
+/// addresses (unreachable from a namespace; Google's then, as Docker does),
+/// `--dns` instead when given; `search`/`options` kept.
+pub fn resolv_conf(host: &str, dns: &[String], host_mode: bool) -> String {
+    if host_mode && dns.is_empty() {
+        return host.to_string();
+    }
+    let mut servers: Vec<String> = Vec::new();
+    let mut other = Vec::new();
+    for l in host.lines() {
+        let l = l.trim();
+        match l.split_whitespace().collect::<Vec<_>>().as_slice() {
+            ["nameserver", ns, ..] if !ns.starts_with("127.") && *ns != "::1" => {
+                servers.push(ns.to_string())
+            }
+            ["nameserver", ..] => {}
+            [k, ..] if *k == "search" || *k == "options" || *k == "domain" => {
+                other.push(l.to_string())
+            }
+            _ => {}
+        }
+    }
+    if !dns.is_empty() {
+        servers = dns.to_vec();
+    } else if servers.is_empty() {
+        servers = vec!["8.8.8.8".into(), "8.8.4.4".into()];
+    }
+    let mut s = String::new();
+    for o in other {
+        s.push_str(&o);
+        s.push('\n');
+    }
+    for ns in servers {
+        s.push_str(&format!("nameserver {ns}\n"));
+    }
+    s
+}
+
+/// Sets up a started (still waiting) container's network: called from the
+/// runtime's `before_start` hook with the container's PID.
+pub fn attach(engine: &Engine, c: &Container, pid: i32) -> Result<(), String> {
+    let mode = Mode::parse(c.options.network.as_deref());
+    let Mode::Network(name) = mode else {
+        if mode == Mode::None {
+            // Best effort: without the plugins installed, lo simply stays down.
+            let ns = PathBuf::from(format!("/proc/{pid}/ns/net"));
+            let _ = cni::loopback(&c.id, &ns);
+        }
+        return Ok(());
+    };
+    let r = (|| -> Result<(), String> {
+        let nets = engine.networks();
+        let net = if name == berth_net::networks::DEFAULT {
+            nets.ensure_default()
+        } else {
+            nets.get(&name)
+        }
+        .map_err(|e| e.to_string())?;
+        let list = nets.conflist(&net).map_err(|e| e.to_string())?;
+        let path = engine.netns_path(&c.id);
+        netns::pin(pid, &path).map_err(|e| e.to_string())?;
+        let mut ports = Vec::new();
+        for p in &c.options.publish {
+            ports.extend(ports::parse(p).map_err(|e| e.to_string())?);
+        }
+        ports::assign_random(&mut ports).map_err(|e| e.to_string())?;
+        let mut state = NetState {
+            network: net.name.clone(),
+            network_id: net.id.clone(),
+            netns: path.clone(),
+            ports: ports.clone(),
+            ..Default::default()
+        };
+        // Recorded before ADD, so a DEL follows even if the monitor dies half-way.
+        write_state(engine, &c.id, &state)?;
+        let mut rc = serde_json::Map::new();
+        if !ports.is_empty() {
+            rc.insert(
+                "portMappings".into(),
+                serde_json::to_value(&ports).expect("json"),
+            );
+        }
+        let mut list = without_unused_portmap(list, &ports);
+        if let Some(ip) = &c.options.ip {
+            // host-local takes a requested address from the `ips` runtime config / args.
+            list["plugins"][0]["ipam"]["ranges"][0][0]["rangeStart"] = ip.clone().into();
+            list["plugins"][0]["ipam"]["ranges"][0][0]["rangeEnd"] = ip.clone().into();
+        }
+        let a = cni::Attachment {
+            container_id: &c.id,
+            netns: &path,
+            ifname: IFNAME,
+            runtime_config: rc,
+        };
+        let result = cni::add(&list, &a).map_err(|e| e.to_string())?;
+        cni::loopback(&c.id, &path).map_err(|e| e.to_string())?;
+        if let Some((ip, prefix, gw, mac)) = result.address_of(IFNAME) {
+            state.ip = ip;
+            state.prefix = prefix;
+            state.gateway = if gw.is_empty() {
+                net.gateway.clone()
+            } else {
+                gw
+            };
+            state.mac = mac;
+        }
+        state.result = Some(result);
+        write_state(engine, &c.id, &state)?;
+        let dir = engine.containers().dir(&c.id);
+        let hostname = fs::read_to_string(dir.join("hostname")).unwrap_or_default();
+        let hs = hosts(&c.options, hostname.trim(), Some(&state.ip), false);
+        fs::write(dir.join("hosts"), hs).map_err(|e| e.to_string())?;
+        Ok(())
+    })();
+    if r.is_err() {
+        detach(engine, &c.id);
+    }
+    r
+}
+
+/// The list without the portmap plugin when nothing is published: one plugin
+/// execution (and its iptables calls) less per start and stop.
+fn without_unused_portmap(mut list: serde_json::Value, ports: &[PortMapping]) -> serde_json::Value {
+    if ports.is_empty()
+        && let Some(ps) = list.get_mut("plugins").and_then(|p| p.as_array_mut())
+    {
+        ps.retain(|p| p.get("type").and_then(|t| t.as_str()) != Some("portmap"));
+    }
+    list
+}
+
+fn write_state(engine: &Engine, id: &str, s: &NetState) -> Result<(), String> {
+    let p = engine.containers().dir(id).join("net.json");
+    let tmp = p.with_extension("json.tmp");
+    fs::write(&tmp, serde_json::to_vec_pretty(s).expect("json"))
+        .and_then(|_| fs::rename(&tmp, &p))
+        .map_err(|e| format!("{}: {e}", p.display()))
+}
+
+/// Releases what [`attach`] set up (CNI DEL: lease, veth, port mappings; the
+/// pinned namespace). Idempotent; errors are best-effort ignored so `rm`
+/// always completes.
+pub fn detach(engine: &Engine, id: &str) {
+    let dir = engine.containers().dir(id);
+    let path = engine.netns_path(id);
+    if let Some(state) = engine.net_state(id) {
+        let nets = engine.networks();
+        if let Ok(net) = nets.get(&state.network)
+            && let Ok(list) = nets.conflist(&net)
+        {
+            let mut rc = serde_json::Map::new();
+            if !state.ports.is_empty() {
+                rc.insert(
+                    "portMappings".into(),
+                    serde_json::to_value(&state.ports).expect("json"),
+                );
+            }
+            let a = cni::Attachment {
+                container_id: id,
+                netns: &path,
+                ifname: IFNAME,
+                runtime_config: rc,
+            };
+            let list = without_unused_portmap(list, &state.ports);
+            let _ = cni::del(&list, state.result.as_ref(), &a);
+        }
+        let _ = fs::remove_file(dir.join("net.json"));
+    }
+    let _ = netns::unpin(&path);
+}
+
+/// Namespace pins whose container is gone (a crash between `attach` and
+/// `detach` of a container removed since): unmounted and removed.
+pub fn clean_leftovers(engine: &Engine) {
+    for e in fs::read_dir(engine.root().join("netns"))
+        .into_iter()
+        .flatten()
+        .flatten()
+    {
+        let id = e.file_name().to_string_lossy().into_owned();
+        if !engine.containers().dir(&id).exists() {
+            let _ = netns::unpin(&e.path());
+        }
+    }
+}
+
+/// `network prune`: removes every network no container uses (not `bridge`).
+pub fn prune(engine: &Engine) -> Vec<String> {
+    let mut out = Vec::new();
+    for n in engine.networks().list() {
+        if n.name != berth_net::networks::DEFAULT
+            && engine.network_users(&n.name).is_empty()
+            && engine.networks().remove(&n.name, &[]).is_ok()
+        {
+            out.push(n.name);
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn modes() {
+        assert_eq!(Mode::parse(None), Mode::None);
+        assert_eq!(Mode::parse(Some("host")), Mode::Host);
+        assert_eq!(
+            Mode::parse(Some("container:web")),
+            Mode::Container("web".into())
+        );
+        assert_eq!(Mode::parse(Some("default")), Mode::Network("bridge".into()));
+        assert_eq!(Mode::parse(Some("mynet")), Mode::Network("mynet".into()));
+    }
+
+    #[test]
+    fn resolvers() {
+        let host = "search lan\nnameserver 127.0.0.53\noptions edns0\n";
+        let r = resolv_conf(host, &[], false);
+        assert!(r.contains("nameserver 8.8.8.8") && r.contains("search lan"));
+        assert!(!r.contains("127.0.0.53"));
+        let r = resolv_conf("nameserver 10.0.0.2\n", &[], false);
+        assert_eq!(r, "nameserver 10.0.0.2\n");
+        let r = resolv_conf("nameserver 10.0.0.2\n", &["1.1.1.1".into()], false);
+        assert_eq!(r, "nameserver 1.1.1.1\n");
+    }
+
+    #[test]
+    fn hosts_file() {
+        let o = RunOptions {
+            add_host: vec!["db:10.1.2.3".into()],
+            ..Default::default()
+        };
+        let h = hosts(&o, "abc", Some("10.88.0.2"), false);
+        assert!(h.starts_with("127.0.0.1\tlocalhost\n"));
+        assert!(h.contains("10.1.2.3\tdb\n"));
+        assert!(h.ends_with("10.88.0.2\tabc\n"));
+    }
+}

@@ -1,0 +1,314 @@
+//! `network create|ls|inspect|rm|prune`, `port`, and inspect's `NetworkSettings`.
+
+use std::path::Path;
+use std::process::ExitCode;
+
+use berth_engine::Engine;
+use berth_engine::berth_net::{self, Network, NetworkCreate};
+use berth_engine::containers::Container;
+use berth_engine::network::Mode;
+use clap::{Args, Subcommand};
+use serde_json::{Value, json};
+
+use crate::output::{self, Format};
+
+#[derive(Subcommand)]
+pub enum NetworkCommand {
+    /// Create a network.
+    Create(CreateArgs),
+    /// List networks.
+    #[command(alias = "list")]
+    Ls(LsArgs),
+    /// Show networks.
+    Inspect(InspectArgs),
+    /// Remove networks.
+    #[command(alias = "remove")]
+    Rm(NamesArgs),
+    /// Remove every network no container uses.
+    Prune(PruneArgs),
+}
+
+#[derive(Args)]
+pub struct CreateArgs {
+    /// Subnet in CIDR form (e.g. 10.1.0.0/24); default: a free one.
+    #[arg(long)]
+    subnet: Option<String>,
+    /// Gateway address (default: the subnet's first).
+    #[arg(long)]
+    gateway: Option<String>,
+    /// No route out of the network.
+    #[arg(long)]
+    internal: bool,
+    /// Labels (KEY=VALUE).
+    #[arg(long)]
+    label: Vec<String>,
+    /// Driver (only `bridge`).
+    #[arg(short, long, default_value = "bridge")]
+    driver: String,
+    /// Network name.
+    name: String,
+}
+
+#[derive(Args)]
+pub struct LsArgs {
+    /// Only IDs.
+    #[arg(short, long)]
+    quiet: bool,
+    /// Full IDs.
+    #[arg(long)]
+    no_trunc: bool,
+    /// table, json or a Go-style template.
+    #[arg(long)]
+    format: Option<String>,
+}
+
+#[derive(Args)]
+pub struct InspectArgs {
+    /// Go-style template.
+    #[arg(short, long)]
+    format: Option<String>,
+    /// Networks.
+    #[arg(required = true)]
+    names: Vec<String>,
+}
+
+#[derive(Args)]
+pub struct NamesArgs {
+    /// Networks.
+    #[arg(required = true)]
+    names: Vec<String>,
+}
+
+#[derive(Args)]
+pub struct PruneArgs {
+    /// Do not ask (berth never asks).
+    #[arg(short, long)]
+    force: bool,
+}
+
+#[derive(Args)]
+pub struct PortArgs {
+    /// Container.
+    container: String,
+    /// Only this port (PORT[/PROTO]).
+    port: Option<String>,
+}
+
+fn engine(root: &Path) -> anyhow::Result<Engine> {
+    Ok(Engine::open(root)?)
+}
+
+fn network_json(e: &Engine, n: &Network) -> Value {
+    let mut containers = serde_json::Map::new();
+    for c in e.containers().list().unwrap_or_default() {
+        if Mode::parse(c.options.network.as_deref()) != Mode::Network(n.name.clone()) {
+            continue;
+        }
+        let st = e.net_state(&c.id).unwrap_or_default();
+        containers.insert(
+            c.id.clone(),
+            json!({
+                "Name": c.name,
+                "MacAddress": st.mac,
+                "IPv4Address": if st.ip.is_empty() { String::new() } else { format!("{}/{}", st.ip, st.prefix) },
+            }),
+        );
+    }
+    json!({
+        "Name": n.name,
+        "Id": n.id,
+        "Created": berth_engine::image::rfc3339(n.created),
+        "Scope": "local",
+        "Driver": n.driver,
+        "EnableIPv6": false,
+        "IPAM": {"Driver": "default", "Config": [{"Subnet": n.subnet, "Gateway": n.gateway}]},
+        "Internal": n.internal,
+        "Attachable": false,
+        "Containers": containers,
+        "Options": {"com.docker.network.bridge.name": n.bridge},
+        "Labels": n.labels,
+    })
+}
+
+pub fn network(root: &Path, c: NetworkCommand) -> anyhow::Result<ExitCode> {
+    let e = engine(root)?;
+    let nets = e.networks();
+    // The default network exists from the start.
+    nets.ensure_default()?;
+    match c {
+        NetworkCommand::Create(a) => {
+            if a.driver != "bridge" {
+                anyhow::bail!("plugin \"{}\" not found (only bridge)", a.driver);
+            }
+            let n = nets.create(&NetworkCreate {
+                name: a.name,
+                subnet: a.subnet,
+                gateway: a.gateway,
+                internal: a.internal,
+                labels: a.label,
+                bridge: None,
+            })?;
+            println!("{}", n.id);
+        }
+        NetworkCommand::Ls(a) => {
+            let list = nets.list();
+            if a.quiet {
+                for n in list {
+                    println!("{}", if a.no_trunc { &n.id[..] } else { &n.id[..12] });
+                }
+                return Ok(ExitCode::SUCCESS);
+            }
+            let rows: Vec<Value> = list
+                .iter()
+                .map(|n| {
+                    output::row(&[
+                        (
+                            "ID",
+                            if a.no_trunc {
+                                n.id.clone()
+                            } else {
+                                n.id[..12].to_string()
+                            },
+                        ),
+                        ("Name", n.name.clone()),
+                        ("Driver", n.driver.clone()),
+                        ("Scope", "local".into()),
+                        ("Subnet", n.subnet.clone()),
+                    ])
+                })
+                .collect();
+            output::print_rows(
+                &Format::parse(a.format.as_deref()),
+                &[
+                    ("NETWORK ID", "ID"),
+                    ("NAME", "Name"),
+                    ("DRIVER", "Driver"),
+                    ("SCOPE", "Scope"),
+                ],
+                &rows,
+            );
+        }
+        NetworkCommand::Inspect(a) => {
+            let mut out = Vec::new();
+            let mut code = ExitCode::SUCCESS;
+            for n in &a.names {
+                match nets.get(n) {
+                    Ok(n) => out.push(network_json(&e, &n)),
+                    Err(err) => {
+                        eprintln!("Error: {err}");
+                        code = ExitCode::from(1);
+                    }
+                }
+            }
+            match a.format {
+                Some(t) => out
+                    .iter()
+                    .for_each(|v| println!("{}", output::template(&t, v))),
+                None => println!("{}", serde_json::to_string_pretty(&Value::Array(out))?),
+            }
+            return Ok(code);
+        }
+        NetworkCommand::Rm(a) => {
+            let mut code = ExitCode::SUCCESS;
+            for n in &a.names {
+                let r = match nets.get(n) {
+                    Ok(net) if net.name == berth_net::networks::DEFAULT => Err(anyhow::anyhow!(
+                        "bridge is a pre-defined network and cannot be removed"
+                    )),
+                    Ok(net) => nets
+                        .remove(&net.name, &e.network_users(&net.name))
+                        .map_err(Into::into),
+                    Err(err) => Err(err.into()),
+                };
+                match r {
+                    Ok(_) => println!("{n}"),
+                    Err(err) => {
+                        eprintln!("Error: {err}");
+                        code = ExitCode::from(1);
+                    }
+                }
+            }
+            return Ok(code);
+        }
+        NetworkCommand::Prune(_) => {
+            let removed = berth_engine::network::prune(&e);
+            if !removed.is_empty() {
+                println!("Deleted Networks:");
+                for n in removed {
+                    println!("{n}");
+                }
+            }
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `port CONTAINER [PORT[/PROTO]]`.
+pub fn port(root: &Path, a: PortArgs) -> anyhow::Result<ExitCode> {
+    let e = engine(root)?;
+    let c = e.containers().resolve(&a.container)?;
+    let st = e.net_state(&c.id).unwrap_or_default();
+    let want = a.port.as_deref().map(|p| {
+        let (n, proto) = p.split_once('/').unwrap_or((p, "tcp"));
+        (n.to_string(), proto.to_string())
+    });
+    let mut found = false;
+    for m in &st.ports {
+        let key = (m.container_port.to_string(), m.protocol.clone());
+        let ip = if m.host_ip.is_empty() {
+            "0.0.0.0"
+        } else {
+            &m.host_ip
+        };
+        match &want {
+            Some(w) if *w != key => continue,
+            Some(_) => println!("{ip}:{}", m.host_port),
+            None => println!("{}/{} -> {ip}:{}", key.0, key.1, m.host_port),
+        }
+        found = true;
+    }
+    if let Some(p) = a.port.filter(|_| !found) {
+        anyhow::bail!("No public port '{p}' published for {}", c.name);
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `NetworkSettings` of `inspect`, Docker-shaped.
+pub fn settings(e: &Engine, c: &Container) -> Value {
+    let mode = Mode::parse(c.options.network.as_deref());
+    let st = e.net_state(&c.id).unwrap_or_default();
+    let mut ports = serde_json::Map::new();
+    for m in &st.ports {
+        let key = format!("{}/{}", m.container_port, m.protocol);
+        let entry = ports.entry(key).or_insert_with(|| json!([]));
+        if let Some(a) = entry.as_array_mut() {
+            a.push(json!({"HostIp": if m.host_ip.is_empty() { "0.0.0.0" } else { &m.host_ip }, "HostPort": m.host_port.to_string()}));
+        }
+    }
+    let mut networks = serde_json::Map::new();
+    if let Mode::Network(n) = &mode {
+        networks.insert(
+            n.clone(),
+            json!({
+                "NetworkID": st.network_id,
+                "IPAddress": st.ip,
+                "IPPrefixLen": st.prefix,
+                "Gateway": st.gateway,
+                "MacAddress": st.mac,
+                "Aliases": c.options.network_alias,
+            }),
+        );
+    } else {
+        networks.insert(mode.name(), json!({}));
+    }
+    json!({
+        "NetworkMode": mode.name(),
+        "SandboxKey": if st.netns.as_os_str().is_empty() { String::new() } else { st.netns.display().to_string() },
+        "IPAddress": st.ip,
+        "IPPrefixLen": st.prefix,
+        "Gateway": st.gateway,
+        "MacAddress": st.mac,
+        "Ports": ports,
+        "Networks": networks,
+    })
+}

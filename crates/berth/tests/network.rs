@@ -1,0 +1,717 @@
+//! Container networking through CNI: `--network none|bridge|host|container:|NAME`,
+//! user networks, `-p`, `port`, `network` commands, and that every veth, netns
+//! pin and IPAM lease goes away again.
+//!
+//! Traffic goes only to 127.0.0.0/8 and to addresses of namespaces these tests
+//! create. Each test has its own store, hence its own default bridge
+//! (`berth<hash>`) and its own networks with subnets picked from
+//! 10.200.0.0–10.250.255.0/24 by hashing the store path; a guard removes the
+//! containers, bridges and namespace pins even when the test fails.
+
+mod common;
+
+use std::hash::{Hash, Hasher};
+use std::path::PathBuf;
+
+use common::{Store, fixture};
+use serde_json::Value;
+
+/// A store with busybox loaded that tears down its networks on drop.
+struct Net {
+    s: Store,
+}
+
+impl std::ops::Deref for Net {
+    type Target = Store;
+    fn deref(&self) -> &Store {
+        &self.s
+    }
+}
+
+impl Drop for Net {
+    fn drop(&mut self) {
+        let ids = self.s.run(&["ps", "-aq", "--no-trunc"]).stdout;
+        for id in ids.lines().filter(|l| !l.is_empty()) {
+            let _ = self.s.run(&["rm", "-f", id]);
+        }
+        for n in self.networks() {
+            let _ = std::process::Command::new("ip")
+                .args(["link", "del", n["bridge"].as_str().unwrap_or_default()])
+                .output();
+        }
+        for p in std::fs::read_dir(self.s.root().join("netns"))
+            .into_iter()
+            .flatten()
+            .flatten()
+        {
+            let _ = rustix::mount::unmount(p.path(), rustix::mount::UnmountFlags::DETACH);
+        }
+    }
+}
+
+impl Net {
+    fn new() -> Net {
+        let s = Store::new();
+        s.ok(&["load", "-q", "-i", &fixture("busybox.oci.tar")]);
+        Net { s }
+    }
+
+    /// network.json of every network of the store.
+    fn networks(&self) -> Vec<Value> {
+        std::fs::read_dir(self.s.root().join("networks"))
+            .into_iter()
+            .flatten()
+            .flatten()
+            .filter_map(|e| std::fs::read(e.path().join("network.json")).ok())
+            .filter_map(|b| serde_json::from_slice(&b).ok())
+            .collect()
+    }
+
+    fn network(&self, name: &str) -> Value {
+        self.networks()
+            .into_iter()
+            .find(|n| n["name"] == name)
+            .unwrap_or_else(|| panic!("network {name} not found"))
+    }
+
+    /// A user network with a subnet unique to this test (hash of the store path
+    /// plus `salt`, skipping subnets the host or another test already has).
+    fn create_network(&self, name: &str, salt: u64) -> String {
+        self.create_network_with(name, salt, &[])
+    }
+
+    fn create_network_with(&self, name: &str, salt: u64, extra: &[&str]) -> String {
+        let mut h = std::collections::hash_map::DefaultHasher::new();
+        self.s.root().hash(&mut h);
+        salt.hash(&mut h);
+        let start = h.finish();
+        for i in 0..200u64 {
+            let v = start.wrapping_add(i.wrapping_mul(7919)) % (51 * 256);
+            let subnet = format!("10.{}.{}.0/24", 200 + v / 256, v % 256);
+            let mut args = vec!["network", "create", "--subnet", &subnet];
+            args.extend_from_slice(extra);
+            args.push(name);
+            let r = self.s.run(&args);
+            if r.code == 0 {
+                return subnet;
+            }
+            assert!(
+                r.stderr.contains("overlaps"),
+                "network create {name} {subnet}: {}",
+                r.stderr
+            );
+        }
+        panic!("no free test subnet");
+    }
+
+    fn leases(&self, net: &str) -> usize {
+        std::fs::read_dir(self.s.root().join(format!("networks/{net}/ipam/{net}")))
+            .into_iter()
+            .flatten()
+            .flatten()
+            .filter(|e| {
+                e.file_name()
+                    .to_str()
+                    .is_some_and(|n| n.parse::<std::net::IpAddr>().is_ok())
+            })
+            .count()
+    }
+
+    fn netns_pins(&self) -> usize {
+        std::fs::read_dir(self.s.root().join("netns"))
+            .map(|d| d.count())
+            .unwrap_or(0)
+    }
+
+    fn inspect(&self, name: &str, t: &str) -> String {
+        self.s
+            .ok(&["inspect", "--format", t, name])
+            .trim()
+            .to_string()
+    }
+}
+
+/// Interfaces enslaved to a bridge.
+fn ports_of(bridge: &str) -> Vec<String> {
+    let out = std::process::Command::new("ip")
+        .args(["-o", "link", "show", "master", bridge])
+        .output()
+        .unwrap();
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(str::to_string)
+        .collect()
+}
+
+fn free_port(udp: bool) -> u16 {
+    if udp {
+        std::net::UdpSocket::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port()
+    } else {
+        std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port()
+    }
+}
+
+fn mounts_under(p: &std::path::Path) -> Vec<String> {
+    let info = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
+    let p = p.display().to_string();
+    info.lines()
+        .filter(|l| l.split(' ').nth(4).is_some_and(|m| m.starts_with(&p)))
+        .map(str::to_string)
+        .collect()
+}
+
+#[test]
+fn none_has_only_loopback() {
+    let s = Net::new();
+    let out = s.ok(&[
+        "run",
+        "--rm",
+        "--network",
+        "none",
+        "busybox",
+        "cat",
+        "/proc/net/dev",
+    ]);
+    let ifaces: Vec<&str> = out
+        .lines()
+        .skip(2)
+        .filter_map(|l| l.split(':').next())
+        .map(str::trim)
+        .collect();
+    assert_eq!(ifaces, ["lo"]);
+    // lo is up.
+    let out = s.ok(&[
+        "run",
+        "--rm",
+        "--network",
+        "none",
+        "busybox",
+        "ip",
+        "-o",
+        "link",
+    ]);
+    assert!(out.contains("LOOPBACK,UP"), "{out}");
+    assert_eq!(s.netns_pins(), 0);
+}
+
+#[test]
+fn default_bridge_gives_eth0_a_route_and_the_files() {
+    let s = Net::new();
+    let out = s.ok(&[
+        "run",
+        "--rm",
+        "--network",
+        "bridge",
+        "--hostname",
+        "box",
+        "--add-host",
+        "db:10.9.9.9",
+        "--dns",
+        "10.1.1.1",
+        "busybox",
+        "sh",
+        "-c",
+        "ip -4 -o addr show eth0; ip route; cat /etc/hosts /etc/resolv.conf /etc/hostname",
+    ]);
+    let net = s.network("bridge");
+    let subnet: &str = net["subnet"].as_str().unwrap();
+    let gw = net["gateway"].as_str().unwrap();
+    let bridge = net["bridge"].as_str().unwrap();
+    assert!(bridge.starts_with("berth"), "{bridge}");
+    let addr = out
+        .split_whitespace()
+        .skip_while(|w| *w != "inet")
+        .nth(1)
+        .expect("an address on eth0");
+    let ip = addr.split('/').next().unwrap();
+    let prefix = subnet.split('/').nth(1).unwrap();
+    assert!(addr.ends_with(&format!("/{prefix}")), "{addr} in {subnet}");
+    let base: Vec<u8> = subnet
+        .split('/')
+        .next()
+        .unwrap()
+        .split('.')
+        .map(|o| o.parse().unwrap())
+        .collect();
+    let mine: Vec<u8> = ip.split('.').map(|o| o.parse().unwrap()).collect();
+    assert_eq!(base[..2], mine[..2], "{ip} not in {subnet}");
+    assert!(out.contains(&format!("default via {gw} dev eth0")), "{out}");
+    assert!(out.contains("127.0.0.1\tlocalhost"), "{out}");
+    assert!(out.contains(&format!("{ip}\tbox")), "{out}");
+    assert!(out.contains("10.9.9.9\tdb"), "{out}");
+    assert!(out.contains("nameserver 10.1.1.1"), "{out}");
+    assert!(out.trim_end().ends_with("box"), "{out}");
+    // Gone after --rm: lease, veth, pin.
+    assert_eq!(s.leases("bridge"), 0);
+    assert!(ports_of(bridge).is_empty());
+    assert_eq!(s.netns_pins(), 0);
+    // `network ls` shows the default network.
+    assert!(s.ok(&["network", "ls"]).contains(" bridge "));
+}
+
+#[test]
+fn containers_on_a_user_network_reach_each_other_by_ip() {
+    let s = Net::new();
+    let subnet = s.create_network("appnet", 1);
+    s.ok(&[
+        "run",
+        "-d",
+        "--name",
+        "web",
+        "--network",
+        "appnet",
+        "busybox",
+        "sh",
+        "-c",
+        "echo hello-net > /tmp/i; httpd -f -p 80 -h /tmp",
+    ]);
+    let ip = s.inspect("web", "{{.NetworkSettings.IPAddress}}");
+    assert!(
+        ip.starts_with(&subnet[..subnet.rfind('.').unwrap()]),
+        "{ip} in {subnet}"
+    );
+    let out = s.ok(&[
+        "run",
+        "--rm",
+        "--network",
+        "appnet",
+        "busybox",
+        "sh",
+        "-c",
+        &format!("for i in 1 2 3 4 5; do printf 'GET /i HTTP/1.0\\r\\n\\r\\n' | nc -w 2 {ip} 80 && break; sleep 0.2; done"),
+    ]);
+    assert!(out.contains("hello-net"), "{out}");
+    let v: Value = serde_json::from_str(&s.ok(&["network", "inspect", "appnet"])).unwrap();
+    assert_eq!(v[0]["IPAM"]["Config"][0]["Subnet"], subnet.as_str());
+    assert_eq!(v[0]["Containers"].as_object().unwrap().len(), 1);
+    // In use: refused, nothing removed.
+    let err = s.fails(&["network", "rm", "appnet"]);
+    assert!(err.contains("active endpoints"), "{err}");
+    assert!(s.ok(&["network", "ls"]).contains("appnet"));
+    s.ok(&["rm", "-f", "web"]);
+    assert_eq!(s.leases("appnet"), 0);
+    let bridge = s.network("appnet")["bridge"].as_str().unwrap().to_string();
+    assert!(ports_of(&bridge).is_empty());
+    s.ok(&["network", "rm", "appnet"]);
+    assert!(!PathBuf::from("/sys/class/net").join(&bridge).exists());
+    assert!(!s.ok(&["network", "ls"]).contains("appnet"));
+}
+
+#[test]
+fn published_port_reachable_from_the_host() {
+    let s = Net::new();
+    let port = free_port(false);
+    s.ok(&[
+        "run",
+        "-d",
+        "--name",
+        "web",
+        "--network",
+        "bridge",
+        "-p",
+        &format!("127.0.0.1:{port}:80"),
+        "-p",
+        "127.0.0.1::81",
+        "busybox",
+        "sh",
+        "-c",
+        "echo published > /tmp/i; httpd -f -p 80 -h /tmp",
+    ]);
+    let mut got = String::new();
+    for _ in 0..50 {
+        use std::io::{Read, Write};
+        if let Ok(mut c) = std::net::TcpStream::connect(("127.0.0.1", port)) {
+            c.set_read_timeout(Some(std::time::Duration::from_secs(3)))
+                .unwrap();
+            let _ = c.write_all(b"GET /i HTTP/1.0\r\n\r\n");
+            got.clear();
+            let _ = c.read_to_string(&mut got);
+            if got.contains("published") {
+                break;
+            }
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    assert!(got.contains("published"), "{got}");
+    let p = s.ok(&["port", "web", "80"]);
+    assert_eq!(p.trim(), format!("127.0.0.1:{port}"));
+    // The random one got a real port.
+    let all = s.ok(&["port", "web"]);
+    let random = all
+        .lines()
+        .find_map(|l| l.strip_prefix("81/tcp -> 127.0.0.1:"))
+        .expect("81/tcp published");
+    assert_ne!(random.parse::<u16>().unwrap(), 0);
+    assert_eq!(
+        s.inspect("web", "{{json .NetworkSettings.Ports}}"),
+        format!(
+            r#"{{"80/tcp":[{{"HostIp":"127.0.0.1","HostPort":"{port}"}}],"81/tcp":[{{"HostIp":"127.0.0.1","HostPort":"{random}"}}]}}"#
+        )
+    );
+    s.ok(&["rm", "-f", "web"]);
+    assert!(std::net::TcpStream::connect(("127.0.0.1", port)).is_err());
+    let rules = std::process::Command::new("iptables")
+        .args(["-t", "nat", "-S"])
+        .output()
+        .unwrap();
+    assert!(
+        !String::from_utf8_lossy(&rules.stdout).contains(&format!("--dport {port} ")),
+        "port mapping left behind"
+    );
+}
+
+#[test]
+fn published_udp_port_reachable_from_the_host() {
+    // busybox has no UDP server: the test listens inside the container's own
+    // network namespace (a thread that joins it).
+    let s = Net::new();
+    let port = free_port(true);
+    s.ok(&[
+        "run",
+        "-d",
+        "--name",
+        "udp",
+        "--network",
+        "bridge",
+        "-p",
+        &format!("127.0.0.1:{port}:9999/udp"),
+        "busybox",
+        "sleep",
+        "60",
+    ]);
+    let ns = s.inspect("udp", "{{.NetworkSettings.SandboxKey}}");
+    let (tx, rx) = std::sync::mpsc::channel();
+    let listener = std::thread::spawn(move || {
+        let f = std::fs::File::open(&ns).unwrap();
+        rustix::thread::move_into_link_name_space(
+            std::os::fd::AsFd::as_fd(&f),
+            Some(rustix::thread::LinkNameSpaceType::Network),
+        )
+        .unwrap();
+        let sock = std::net::UdpSocket::bind("0.0.0.0:9999").unwrap();
+        sock.set_read_timeout(Some(std::time::Duration::from_secs(10)))
+            .unwrap();
+        tx.send(()).unwrap();
+        let mut buf = [0u8; 64];
+        let n = sock.recv(&mut buf).unwrap_or(0);
+        String::from_utf8_lossy(&buf[..n]).into_owned()
+    });
+    rx.recv().unwrap();
+    let sock = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    for _ in 0..20 {
+        sock.send_to(b"over-udp", ("127.0.0.1", port)).unwrap();
+        std::thread::sleep(std::time::Duration::from_millis(50));
+        if listener.is_finished() {
+            break;
+        }
+    }
+    assert_eq!(listener.join().unwrap(), "over-udp");
+}
+
+#[test]
+fn host_network_sees_the_hosts_interfaces() {
+    let s = Net::new();
+    let out = s.ok(&[
+        "run",
+        "--rm",
+        "--network",
+        "host",
+        "busybox",
+        "cat",
+        "/proc/net/dev",
+    ]);
+    let names = |t: &str| -> std::collections::BTreeSet<String> {
+        t.lines()
+            .skip(2)
+            .filter_map(|l| l.split(':').next())
+            .map(|n| n.trim().to_string())
+            .collect()
+    };
+    let host = std::fs::read_to_string("/proc/net/dev").unwrap();
+    let (theirs, ours) = (names(&out), names(&host));
+    // Every interface the container saw is the host's (others may come and go
+    // while parallel tests run).
+    assert!(
+        theirs.len() > 1
+            && theirs
+                .iter()
+                .all(|n| ours.contains(n) || n.starts_with("veth")),
+        "{theirs:?} vs {ours:?}"
+    );
+    assert!(s.inspect_settings_mode("host"));
+}
+
+impl Net {
+    fn inspect_settings_mode(&self, want: &str) -> bool {
+        let id = self.s.ok(&["create", "--network", want, "busybox", "true"]);
+        let mode = self.inspect(id.trim(), "{{.NetworkSettings.NetworkMode}}");
+        self.s.ok(&["rm", id.trim()]);
+        mode == want
+    }
+}
+
+#[test]
+fn container_mode_shares_a_stack() {
+    let s = Net::new();
+    s.create_network("shared", 2);
+    s.ok(&[
+        "run",
+        "-d",
+        "--name",
+        "a",
+        "--network",
+        "shared",
+        "busybox",
+        "sleep",
+        "60",
+    ]);
+    let ip = s.inspect("a", "{{.NetworkSettings.IPAddress}}");
+    let out = s.ok(&[
+        "run",
+        "--rm",
+        "--network",
+        "container:a",
+        "busybox",
+        "ip",
+        "-4",
+        "-o",
+        "addr",
+        "show",
+        "eth0",
+    ]);
+    assert!(out.contains(&format!("inet {ip}/")), "{out}");
+}
+
+#[test]
+fn fifty_cycles_leave_no_lease_veth_or_pin() {
+    let s = Net::new();
+    s.create_network("cyc", 3);
+    let bridge = s.network("cyc")["bridge"].as_str().unwrap().to_string();
+    for i in 0..50 {
+        let id = s.ok(&["create", "--network", "cyc", "busybox", "sleep", "30"]);
+        let id = id.trim();
+        s.ok(&["start", id]);
+        if i == 0 {
+            assert_eq!(s.leases("cyc"), 1);
+            assert_eq!(ports_of(&bridge).len(), 1);
+            assert_eq!(s.netns_pins(), 1);
+        }
+        s.ok(&["rm", "-f", id]);
+        assert_eq!(s.leases("cyc"), 0, "cycle {i}");
+    }
+    assert!(ports_of(&bridge).is_empty());
+    assert_eq!(s.netns_pins(), 0);
+    assert!(mounts_under(&s.root()).iter().all(|m| !m.contains("nsfs")));
+}
+
+#[test]
+fn bad_input_is_refused_and_leaves_nothing() {
+    let s = Net::new();
+    // Unknown network.
+    let err = s.fails(&["run", "--rm", "--network", "nope", "busybox", "true"]);
+    assert!(err.contains("network nope not found"), "{err}");
+    // Invalid port specs.
+    for p in ["99999:80", "a:b", "80/sctp"] {
+        let err = s.fails(&[
+            "run",
+            "--rm",
+            "--network",
+            "bridge",
+            "-p",
+            p,
+            "busybox",
+            "true",
+        ]);
+        assert!(
+            err.contains("port specification") || err.contains("proto"),
+            "{p}: {err}"
+        );
+    }
+    // A port a host process holds, and one another container publishes.
+    let held = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = held.local_addr().unwrap().port();
+    let spec = format!("127.0.0.1:{port}:80");
+    let err = s.fails(&[
+        "run",
+        "-d",
+        "--network",
+        "bridge",
+        "-p",
+        &spec,
+        "busybox",
+        "true",
+    ]);
+    assert!(err.contains("failed to bind host port"), "{err}");
+    drop(held);
+    s.ok(&[
+        "run",
+        "-d",
+        "--name",
+        "p1",
+        "--network",
+        "bridge",
+        "-p",
+        &spec,
+        "busybox",
+        "sleep",
+        "30",
+    ]);
+    let err = s.fails(&[
+        "run",
+        "-d",
+        "--network",
+        "bridge",
+        "-p",
+        &spec,
+        "busybox",
+        "true",
+    ]);
+    assert!(err.contains("port is already allocated"), "{err}");
+    s.ok(&["rm", "-f", "p1"]);
+    // Ports with a network mode that has none.
+    s.fails(&[
+        "run",
+        "--rm",
+        "--network",
+        "none",
+        "-p",
+        "80",
+        "busybox",
+        "true",
+    ]);
+    assert_eq!(s.ok(&["ps", "-aq"]), "");
+    // Overlapping subnet: with another network, and with a host route.
+    let subnet = s.create_network("first", 4);
+    let err = s.fails(&["network", "create", "--subnet", &subnet, "second"]);
+    assert!(err.contains("overlaps"), "{err}");
+    // A host route (this host has 192.0.2.0/24 or similar on its uplink).
+    let routes = std::fs::read_to_string("/proc/net/route").unwrap();
+    let host_net = routes.lines().skip(1).find_map(|l| {
+        let f: Vec<&str> = l.split_whitespace().collect();
+        let len = u32::from_str_radix(f.get(7)?, 16).ok()?.count_ones();
+        let dst = u32::from_str_radix(f.get(1)?, 16).ok()?;
+        (8..=30)
+            .contains(&len)
+            .then(|| format!("{}/{len}", std::net::Ipv4Addr::from(u32::from_be(dst))))
+    });
+    if let Some(net) = host_net {
+        let err = s.fails(&["network", "create", "--subnet", &net, "third"]);
+        assert!(err.contains("overlaps"), "{net}: {err}");
+    }
+    assert!(!s.ok(&["network", "ls"]).contains("second"));
+    assert!(!s.root().join("networks/second").exists());
+    // Bad names and subnets.
+    s.fails(&["network", "create", "--subnet", "10.0.0.1/8", "x1"]);
+    s.fails(&["network", "create", "bridge"]);
+    s.fails(&["network", "rm", "nope"]);
+    s.fails(&["network", "rm", "bridge"]);
+    assert_eq!(s.netns_pins(), 0);
+}
+
+#[test]
+fn network_prune_removes_unused_networks() {
+    let s = Net::new();
+    s.create_network("used", 5);
+    s.create_network("unused", 6);
+    s.ok(&[
+        "create",
+        "--name",
+        "c",
+        "--network",
+        "used",
+        "busybox",
+        "true",
+    ]);
+    let out = s.ok(&["network", "prune", "-f"]);
+    assert!(out.contains("unused") && !out.contains("\nused"), "{out}");
+    let ls = s.ok(&["network", "ls", "--format", "{{.Name}}"]);
+    assert_eq!(ls.lines().collect::<Vec<_>>(), ["bridge", "used"]);
+}
+
+#[test]
+fn a_dead_monitors_network_is_released_by_rm() {
+    let s = Net::new();
+    s.create_network("crash", 7);
+    let id = s.ok(&["run", "-d", "--network", "crash", "busybox", "sleep", "60"]);
+    let id = id.trim();
+    assert_eq!(s.leases("crash"), 1);
+    let rec: Value = serde_json::from_slice(
+        &std::fs::read(s.root().join(format!("containers/{id}/record.json"))).unwrap(),
+    )
+    .unwrap();
+    let monitor = rec["state"]["monitor_pid"].as_i64().unwrap();
+    assert!(monitor > 0);
+    // SAFETY: kill takes integers; the monitor is this test's own container's.
+    unsafe { libc::kill(monitor as i32, libc::SIGKILL) };
+    std::thread::sleep(std::time::Duration::from_millis(200));
+    // The namespace is still pinned and the lease held until rm cleans up.
+    assert_eq!(s.leases("crash"), 1);
+    s.ok(&["rm", "-f", id]);
+    assert_eq!(s.leases("crash"), 0);
+    assert_eq!(s.netns_pins(), 0);
+    let bridge = s.network("crash")["bridge"].as_str().unwrap().to_string();
+    assert!(ports_of(&bridge).is_empty());
+}
+
+#[test]
+fn fixed_ip_alias_and_internal_network() {
+    let s = Net::new();
+    let subnet = s.create_network("plain", 8);
+    let ip = format!("{}.77", &subnet[..subnet.rfind('.').unwrap()]);
+    let out = s.ok(&[
+        "run",
+        "--rm",
+        "--network",
+        "plain",
+        "--ip",
+        &ip,
+        "--hostname",
+        "h1",
+        "--network-alias",
+        "svc",
+        "busybox",
+        "sh",
+        "-c",
+        "ip -4 -o addr show eth0; ip route; tail -n1 /etc/hosts",
+    ]);
+    assert!(out.contains(&format!("inet {ip}/24")), "{out}");
+    assert!(out.contains("default via"), "{out}");
+    assert!(out.trim_end().ends_with(&format!("{ip}\th1 svc")), "{out}");
+    // --ip outside the subnet is refused at create.
+    let err = s.fails(&[
+        "create",
+        "--network",
+        "plain",
+        "--ip",
+        "192.0.2.200",
+        "busybox",
+    ]);
+    assert!(err.contains("subnet"), "{err}");
+    // An internal network has no route out.
+    s.create_network_with("inner", 9, &["--internal"]);
+    assert_eq!(
+        s.ok(&["network", "inspect", "--format", "{{.Internal}}", "inner"])
+            .trim(),
+        "true"
+    );
+    let out = s.ok(&[
+        "run",
+        "--rm",
+        "--network",
+        "inner",
+        "busybox",
+        "ip",
+        "route",
+    ]);
+    assert!(!out.contains("default"), "{out}");
+    assert!(out.contains("dev eth0"), "{out}");
+    assert_eq!(s.leases("plain"), 0);
+}
