@@ -14,6 +14,7 @@ PACKAGES=(
 	skopeo         # oci-archive <-> docker-archive, archive checks
 	podman         # reference engine for behaviour comparisons
 	umoci          # reference OCI image tool
+	buildah        # build tests: the same Dockerfile built by buildah gives the same tree and config
 	docker-registry # local registry for push/pull tests
 	openssl         # registry tests: test CA, server certs, token-signing key
 	apache2-utils   # registry tests: htpasswd (bcrypt) for basic auth
@@ -31,7 +32,7 @@ PACKAGES=(
 
 # Only the benchmarks (bench/) need these: `scripts/deps.sh --bench`.
 BENCH_PACKAGES=(
-	docker.io  # dockerd + containerd, the peer of bench/run.sh, bench/density.sh and bench/pull.sh
+	docker.io  # dockerd + containerd, the peer of bench/run.sh, density.sh, pull.sh and build.sh
 	linux-perf # bench/run.sh --phases
 	bc         # ratios in bench/runtime.sh
 )

@@ -1038,6 +1038,57 @@ impl Ingest {
         }
     }
 
+    /// Records `layers` (one chain, base first) without an image: their
+    /// blobs and snapshots are kept when the `Ingest` is dropped uncommitted,
+    /// e.g. the finished steps of a failed build, which stay cached. Nothing
+    /// references them, so image garbage collection (`rmi`, `prune`) may
+    /// remove them again.
+    pub fn retain(&self, layers: &[IngestedLayer]) -> Result<(), ImageError> {
+        if layers.is_empty() {
+            return Ok(());
+        }
+        self.store.meta.write(|t| -> Result<(), ImageError> {
+            let mut parent = None;
+            for l in layers {
+                let r = &l.record;
+                if t.blob(&r.digest)?.is_none() {
+                    t.put_blob(
+                        &r.digest,
+                        &BlobRecord {
+                            size: r.size,
+                            media_type: r.media_type.clone(),
+                        },
+                    )?;
+                }
+                if t.snapshot(&r.chain_id)?.is_none() {
+                    t.put_snapshot(
+                        &r.chain_id,
+                        &SnapshotRecord {
+                            parent: parent.clone(),
+                            diff_id: r.diff_id.clone(),
+                            size: l.unpacked,
+                        },
+                    )?;
+                }
+                parent = Some(r.chain_id.clone());
+            }
+            Ok(())
+        })?;
+        let keep_blobs: HashSet<&Digest> = layers.iter().map(|l| &l.record.digest).collect();
+        let keep_snaps: HashSet<&Digest> = layers.iter().map(|l| &l.record.chain_id).collect();
+        self.created
+            .blobs
+            .lock()
+            .expect("lock")
+            .retain(|d| !keep_blobs.contains(d));
+        self.created
+            .snapshots
+            .lock()
+            .expect("lock")
+            .retain(|c| !keep_snaps.contains(c));
+        Ok(())
+    }
+
     /// Records the image (manifest and config bytes kept exactly as given, so
     /// the manifest digest is the registry's) and points `tags` at it, in one
     /// transaction. After this, dropping the `Ingest` removes nothing.
@@ -1250,6 +1301,31 @@ mod tests {
         assert!(ingest.has_layer(&d, &chain));
         let again = ingest.existing_layer((&d, n), media::OCI_LAYER, &d, &chain);
         assert_eq!(again.record, img.layers[0]);
+        assert!(store.check().unwrap().is_empty());
+    }
+
+    #[test]
+    fn retained_layers_outlive_an_uncommitted_ingest_until_gc() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = ImageStore::open(dir.path()).unwrap();
+        let layer = one_file_layer();
+        let d = Digest::of(&layer);
+        let chain = chain_ids(std::slice::from_ref(&d)).remove(0);
+        let n = layer.len() as u64;
+        let ingest = store.ingest().unwrap();
+        let l = ingest
+            .layer(&layer[..], (&d, n), media::OCI_LAYER, &d, &chain)
+            .unwrap();
+        ingest.retain(std::slice::from_ref(&l)).unwrap();
+        ingest.retain(std::slice::from_ref(&l)).unwrap();
+        drop(ingest);
+        // Kept and recorded: `system check` finds nothing wrong.
+        assert!(store.content().contains(&d) && store.snapshots().exists(&chain));
+        assert!(store.check().unwrap().is_empty());
+        assert!(store.list().unwrap().is_empty());
+        // No image references it: garbage collection removes it.
+        store.collect_garbage().unwrap();
+        assert!(!store.content().contains(&d) && !store.snapshots().exists(&chain));
         assert!(store.check().unwrap().is_empty());
     }
 

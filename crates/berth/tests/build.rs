@@ -391,19 +391,18 @@ fn copy_from_missing_stage_fails() {
 }
 
 #[test]
-fn failing_run_shows_step_and_code_and_leaves_nothing() {
+fn failing_run_shows_step_and_code_and_keeps_earlier_steps_cached() {
     let c = setup();
-    c.dockerfile("FROM busybox\nRUN echo before > /b\nRUN echo failing; exit 3\n");
+    c.write("f", "data\n");
+    c.dockerfile("FROM busybox\nCOPY f /f\nRUN echo before > /b\nRUN echo failing; exit 3\n");
     let before = c.image_count();
-    let (_, files_before) = c.store.state();
     let err = c.build_fails(&["-t", "bad:4"]);
-    // No blob or snapshot of the failed build is left.
-    assert_eq!(c.store.state().1, files_before);
     assert!(err.contains("exit code: 3"), "{err}");
     assert!(
-        err.contains(":3") && err.contains("RUN echo failing"),
+        err.contains(":4") && err.contains("RUN echo failing"),
         "{err}"
     );
+    // No image, no tag.
     assert_eq!(c.image_count(), before);
     let _ = c.store.fails(&["image", "inspect", "bad:4"]);
     let tmp = c.store.root().join("build-tmp");
@@ -413,6 +412,18 @@ fn failing_run_shows_step_and_code_and_leaves_nothing() {
     assert!(left.is_empty(), "leftovers: {left:?}");
     let mounts = common::mounts_under(c.store.dir.path());
     assert!(mounts.is_empty(), "{mounts:?}");
+    // What the finished steps left is recorded: the store is consistent.
+    let check = c.store.ok(&["system", "check"]);
+    assert!(!check.contains("not referenced"), "{check}");
+    // The same failure again: the finished steps come from the cache.
+    let err = c.build_fails(&["-t", "bad:4"]);
+    assert_eq!(cached_steps(&err), 2, "{err}");
+    // Fixed, the build reuses steps 1-2 and runs only the fixed one.
+    c.dockerfile("FROM busybox\nCOPY f /f\nRUN echo before > /b\nRUN echo fixed > /c\n");
+    let out = c.build(&["-t", "good:4"]);
+    assert_eq!(cached_steps(&out), 2, "{out}");
+    assert_eq!(done_steps(&out), 1, "{out}");
+    assert_eq!(c.sh("good:4", "cat /f /b /c"), "data\nbefore\nfixed\n");
 }
 
 #[test]
@@ -465,4 +476,545 @@ fn missing_base_image_fails() {
     c.dockerfile("FROM nosuchimage:1\nRUN true\n");
     let err = c.build_fails(&["-t", "bad:8"]);
     assert!(err.contains("nosuchimage") && err.contains(":1"), "{err}");
+}
+
+#[test]
+fn onbuild_triggers_run_in_the_child_build() {
+    let c = setup();
+    c.write("f", "from the child's context\n");
+    c.dockerfile(
+        "FROM busybox
+ONBUILD COPY f /from-onbuild
+ONBUILD RUN echo triggered > /t
+",
+    );
+    c.build(&["-t", "parent:1"]);
+    // The parent itself does not run its triggers.
+    assert_eq!(
+        c.sh(
+            "parent:1",
+            "test -e /t || echo none; test -e /from-onbuild || echo none"
+        ),
+        "none\nnone\n"
+    );
+    assert_eq!(c.config("parent:1")["OnBuild"].as_array().unwrap().len(), 2);
+    c.dockerfile("FROM parent:1\nRUN cat /t > /u\n");
+    let out = c.build(&["-t", "child:1"]);
+    assert!(out.contains("COPY f /from-onbuild"), "{out}");
+    assert_eq!(
+        c.sh("child:1", "cat /u /from-onbuild"),
+        "triggered\nfrom the child's context\n"
+    );
+    // Triggers are not inherited by the child's children.
+    let on = &c.config("child:1")["OnBuild"];
+    assert!(
+        on.is_null() || on.as_array().is_some_and(|a| a.is_empty()),
+        "{on}"
+    );
+    // An unchanged rebuild reuses the trigger steps too.
+    let out = c.build(&["-t", "child:1"]);
+    assert_eq!(cached_steps(&out), 3, "{out}");
+}
+
+/// A `docker-registry` on 127.0.0.1 (a free port) with storage in a scratch
+/// dir; killed (by PID) when dropped.
+struct LocalRegistry {
+    host: String,
+    child: std::process::Child,
+    _dir: tempfile::TempDir,
+}
+
+impl LocalRegistry {
+    fn start() -> LocalRegistry {
+        use std::net::{TcpListener, TcpStream};
+        use std::time::{Duration, Instant};
+        let dir = common::scratch();
+        for _ in 0..5 {
+            let port = TcpListener::bind("127.0.0.1:0")
+                .unwrap()
+                .local_addr()
+                .unwrap()
+                .port();
+            let host = format!("127.0.0.1:{port}");
+            let cfg = dir.path().join("config.yml");
+            fs::write(
+                &cfg,
+                format!(
+                    "version: 0.1\nlog:\n  level: warn\nstorage:\n  filesystem:\n    \
+                     rootdirectory: {}\nhttp:\n  addr: {host}\n  secret: s\n",
+                    dir.path().join("data").display()
+                ),
+            )
+            .unwrap();
+            let mut cmd = std::process::Command::new("docker-registry");
+            for (k, _) in std::env::vars_os() {
+                if k.to_string_lossy().starts_with("REGISTRY_") {
+                    cmd.env_remove(k);
+                }
+            }
+            let mut child = cmd
+                .arg("serve")
+                .arg(&cfg)
+                .stdin(std::process::Stdio::null())
+                .stdout(std::process::Stdio::null())
+                .stderr(std::process::Stdio::null())
+                .spawn()
+                .expect("docker-registry not found; run scripts/deps.sh");
+            let deadline = Instant::now() + Duration::from_secs(30);
+            loop {
+                if TcpStream::connect(&host).is_ok() {
+                    return LocalRegistry {
+                        host,
+                        child,
+                        _dir: dir,
+                    };
+                }
+                if child.try_wait().unwrap().is_some() || Instant::now() > deadline {
+                    let _ = child.kill();
+                    let _ = child.wait();
+                    break;
+                }
+                std::thread::sleep(Duration::from_millis(20));
+            }
+        }
+        panic!("docker-registry did not start");
+    }
+}
+
+impl Drop for LocalRegistry {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Runs berth on `store` with private registry config files under `etc`.
+fn berth_reg(store: &Store, etc: &Path, args: &[&str]) -> common::Run {
+    let mut c = store.cmd(args);
+    c.env("BERTH_CONFIG", etc.join("config.json"))
+        .env("BERTH_AUTH_FILE", etc.join("auth.json"))
+        .env("DOCKER_CONFIG", etc.join("docker"));
+    let o = c.output().unwrap();
+    common::Run {
+        code: o.status.code().unwrap_or(-1),
+        stdout: String::from_utf8_lossy(&o.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&o.stderr).into_owned(),
+    }
+}
+
+#[test]
+fn from_missing_image_pulls_and_pull_flag_refreshes() {
+    let reg = LocalRegistry::start();
+    let etc = common::scratch();
+    fs::write(etc.path().join("config.json"), "{}").unwrap();
+    let base = format!("{}/test/base:1", reg.host);
+    // The publisher: busybox as base:1 (v1), pushed.
+    let publisher = setup();
+    publisher.store.ok(&["tag", "busybox", &base]);
+    let r = berth_reg(&publisher.store, etc.path(), &["push", &base]);
+    assert_eq!(r.code, 0, "{}{}", r.stdout, r.stderr);
+
+    // A builder with an empty store: FROM pulls the missing image.
+    let b = Ctx {
+        store: Store::new(),
+        dir: etc.path().join("ctx"),
+    };
+    fs::create_dir_all(&b.dir).unwrap();
+    b.dockerfile(&format!(
+        "FROM {base}\nRUN test -e /v2 && echo v2 > /seen || echo v1 > /seen\n"
+    ));
+    let ctx = b.ctx();
+    let build = |extra: &[&str]| {
+        let mut args = vec!["build", "-t", "out:1"];
+        args.extend_from_slice(extra);
+        args.push(&ctx);
+        let r = berth_reg(&b.store, etc.path(), &args);
+        assert_eq!(r.code, 0, "{}{}", r.stdout, r.stderr);
+        r.stderr
+    };
+    let out = build(&[]);
+    assert!(out.contains("pulling"), "{out}");
+    assert_eq!(b.sh("out:1", "cat /seen"), "v1\n");
+    assert!(b.store.ok(&["image", "inspect", &base]).contains("sha256:"));
+
+    // v2 is pushed under the same tag.
+    publisher.dockerfile("FROM busybox\nRUN echo new > /v2\n");
+    publisher.build(&["-t", &base]);
+    let r = berth_reg(&publisher.store, etc.path(), &["push", &base]);
+    assert_eq!(r.code, 0, "{}{}", r.stdout, r.stderr);
+
+    // Without --pull the stored base is used (and the cache hits)...
+    let out = build(&[]);
+    assert!(!out.contains("pulling"), "{out}");
+    assert_eq!(cached_steps(&out), 1, "{out}");
+    assert_eq!(b.sh("out:1", "cat /seen"), "v1\n");
+    // ... with --pull the new one is fetched and the step runs again.
+    let out = build(&["--pull"]);
+    assert!(out.contains("pulling"), "{out}");
+    assert_eq!(cached_steps(&out), 0, "{out}");
+    assert_eq!(b.sh("out:1", "cat /seen"), "v2\n");
+
+    // A base no registry has: the pull error, with the line.
+    b.dockerfile(&format!("FROM {}/test/nothere:1\nRUN true\n", reg.host));
+    let mut args = vec!["build"];
+    args.push(&ctx);
+    let r = berth_reg(&b.store, etc.path(), &args);
+    assert_eq!(r.code, 1, "{}", r.stderr);
+    assert!(
+        r.stderr.contains("Dockerfile:1") && r.stderr.contains("nothere"),
+        "{}",
+        r.stderr
+    );
+}
+
+#[test]
+fn independent_stages_build_concurrently() {
+    let c = setup();
+    c.write("src/a", "A\n");
+    c.dockerfile(
+        "FROM busybox AS one
+COPY src /src
+RUN sleep 1; cat /src/a > /one; echo 1 >> /one
+FROM busybox AS two
+RUN sleep 1; echo 2 > /two
+FROM busybox AS three
+RUN echo 3 > /three
+FROM busybox
+COPY --from=one /one /r/one
+COPY --from=two /two /r/two
+COPY --from=three /three /r/three
+RUN cat /r/one /r/two /r/three > /all
+",
+    );
+    let out = c.build(&["-t", "par:1"]);
+    assert_eq!(c.sh("par:1", "cat /all"), "A\n1\n2\n3\n");
+    // Every step is reported once, numbered uniquely.
+    let headers: Vec<&str> = out
+        .lines()
+        .filter(|l| l.contains(" [") && l.starts_with('#'))
+        .collect();
+    assert_eq!(headers.len(), 12, "{out}");
+    let mut nums: Vec<&str> = headers
+        .iter()
+        .map(|l| l.split(' ').next().unwrap())
+        .collect();
+    nums.sort();
+    nums.dedup();
+    assert_eq!(nums.len(), 12, "{out}");
+    // The stages built in children are cached like the others.
+    let out = c.build(&["-t", "par:1"]);
+    assert_eq!(cached_steps(&out), 8, "{out}");
+    assert_eq!(done_steps(&out), 0, "{out}");
+    assert_eq!(c.sh("par:1", "cat /all"), "A\n1\n2\n3\n");
+    let check = c.store.ok(&["system", "check"]);
+    assert!(!check.contains("not referenced"), "{check}");
+
+    // A failure in a stage built beside others fails the build, with its step.
+    c.dockerfile(
+        "FROM busybox AS one
+RUN echo bad; exit 5
+FROM busybox AS two
+RUN echo fine > /two
+FROM busybox
+COPY --from=one /etc/passwd /x
+COPY --from=two /two /two
+",
+    );
+    let before = c.image_count();
+    let err = c.build_fails(&["-t", "par:2"]);
+    assert!(err.contains("exit code: 5") && err.contains(":2"), "{err}");
+    assert_eq!(c.image_count(), before);
+    let mounts = common::mounts_under(c.store.dir.path());
+    assert!(mounts.is_empty(), "{mounts:?}");
+    // The other stage's step stays cached.
+    c.dockerfile(
+        "FROM busybox AS one
+RUN echo good > /one
+FROM busybox AS two
+RUN echo fine > /two
+FROM busybox
+COPY --from=one /one /one
+COPY --from=two /two /two
+",
+    );
+    let out = c.build(&["-t", "par:2"]);
+    assert_eq!(cached_steps(&out), 1, "{out}");
+    assert_eq!(c.sh("par:2", "cat /one /two"), "good\nfine\n");
+}
+
+// ---------------------------------------------------------------------------
+// The same Dockerfile built by `buildah bud` (Debian's buildah, its own
+// root/runroot, chroot isolation): the same file tree and config fields.
+
+/// Runs buildah with all its state under `dir`; returns stdout.
+fn buildah(dir: &Path, args: &[&str]) -> String {
+    let o = std::process::Command::new("buildah")
+        .arg("--root")
+        .arg(dir.join("root"))
+        .arg("--runroot")
+        .arg(dir.join("run"))
+        .args(["--storage-driver", "overlay"])
+        .args(args)
+        .env("TMPDIR", dir)
+        .stdin(std::process::Stdio::null())
+        .output()
+        .expect("buildah not found (Debian package buildah)");
+    assert!(
+        o.status.success(),
+        "buildah {args:?}:\n{}{}",
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    );
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+/// Every path under `root`: type, mode, owner, and content (files) or target
+/// (symlinks). No times.
+fn tree(root: &Path) -> std::collections::BTreeMap<String, String> {
+    use std::os::unix::fs::MetadataExt;
+    let mut out = std::collections::BTreeMap::new();
+    for p in common::walk(root) {
+        let m = fs::symlink_metadata(&p).unwrap();
+        let rel = p.strip_prefix(root).unwrap().display().to_string();
+        let what = if m.file_type().is_symlink() {
+            format!("link {}", fs::read_link(&p).unwrap().display())
+        } else if m.is_file() {
+            let data = fs::read(&p).unwrap();
+            // Content by length and a cheap checksum (no hashing crate here).
+            let sum = data.iter().fold(0u64, |h, b| {
+                h.wrapping_mul(1_000_003).wrapping_add(*b as u64)
+            });
+            format!("file {} {sum:x}", data.len())
+        } else if m.is_dir() {
+            "dir".to_string()
+        } else {
+            format!("other {:o}", m.mode() & 0o170000)
+        };
+        out.insert(
+            rel,
+            format!("{what} {:o} {}:{}", m.mode() & 0o7777, m.uid(), m.gid()),
+        );
+    }
+    out
+}
+
+/// buildah's state; its containers and mounts are removed when dropped
+/// (also when an assertion failed).
+struct BuildahDir(tempfile::TempDir);
+
+impl Drop for BuildahDir {
+    fn drop(&mut self) {
+        let d = self.0.path();
+        let _ = std::process::Command::new("buildah")
+            .arg("--root")
+            .arg(d.join("root"))
+            .arg("--runroot")
+            .arg(d.join("run"))
+            .args(["--storage-driver", "overlay", "rm", "--all"])
+            .output();
+        common::unmount_all_under(d);
+    }
+}
+
+struct Mounted(PathBuf);
+
+impl Drop for Mounted {
+    fn drop(&mut self) {
+        let _ = rustix::mount::unmount(&self.0, rustix::mount::UnmountFlags::DETACH);
+    }
+}
+
+/// The image's file system, as a read-only overlay of its snapshots.
+fn berth_rootfs(c: &Ctx, image: &str, at: &Path) -> Mounted {
+    let out = c.store.ok(&["image", "inspect", image]);
+    let v: Value = serde_json::from_str(&out).unwrap();
+    let lower = v[0]["GraphDriver"]["Data"]["LowerDir"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    fs::create_dir_all(at).unwrap();
+    if !lower.contains(':') {
+        // One layer: bind it read-only.
+        rustix::mount::mount_bind(lower.as_str(), at).unwrap();
+    } else {
+        let data = std::ffi::CString::new(format!("lowerdir={lower}")).unwrap();
+        rustix::mount::mount(
+            "overlay",
+            at,
+            "overlay",
+            rustix::mount::MountFlags::RDONLY,
+            Some(data.as_c_str()),
+        )
+        .unwrap();
+    }
+    Mounted(at.to_path_buf())
+}
+
+const COMPARED: [&str; 9] = [
+    "Env",
+    "Cmd",
+    "Entrypoint",
+    "WorkingDir",
+    "User",
+    "ExposedPorts",
+    "Volumes",
+    "Labels",
+    "StopSignal",
+];
+
+/// Builds the context's Dockerfile with berth and with buildah and compares.
+fn same_as_buildah(c: &Ctx, name: &str) {
+    c.build(&["-t", name]);
+    let bdir = BuildahDir(common::scratch());
+    let b = bdir.0.path();
+    let fix = fixture("busybox.oci.tar");
+    let id = buildah(b, &["pull", "-q", &format!("oci-archive:{fix}")]);
+    buildah(b, &["tag", id.trim(), "docker.io/library/busybox:latest"]);
+    buildah(
+        b,
+        &[
+            "bud",
+            "--isolation",
+            "chroot",
+            "--pull=never",
+            "-q",
+            "-t",
+            name,
+            &c.ctx(),
+        ],
+    );
+    // Config fields.
+    let ours = c.config(name);
+    let theirs: Value =
+        serde_json::from_str(&buildah(b, &["inspect", "--type", "image", name])).unwrap();
+    let theirs = &theirs["OCIv1"]["config"];
+    let norm = |v: &Value| -> Value {
+        match v {
+            Value::Null => Value::Null,
+            Value::Array(a) if a.is_empty() => Value::Null,
+            Value::Object(o) if o.is_empty() => Value::Null,
+            Value::String(s) if s.is_empty() => Value::Null,
+            v => v.clone(),
+        }
+    };
+    let mut theirs = theirs.clone();
+    // buildah's own label; buildah gives no default PATH (BuildKit, which
+    // berth follows, does), and orders Env differently then.
+    if let Some(l) = theirs["Labels"].as_object_mut() {
+        l.remove("io.buildah.version");
+    }
+    let mut ours = ours.clone();
+    let default_path = format!("PATH={}", berth_engine::image::config::DEFAULT_PATH);
+    for cfg in [&mut ours, &mut theirs] {
+        if let Some(env) = cfg["Env"].as_array_mut() {
+            env.retain(|e| e.as_str() != Some(default_path.as_str()));
+            env.sort_by_key(|e| e.as_str().unwrap_or_default().to_string());
+        }
+    }
+    for k in COMPARED {
+        assert_eq!(
+            norm(&ours[k]),
+            norm(&theirs[k]),
+            "{name}: config {k} differs (berth vs buildah)"
+        );
+    }
+    // File trees.
+    let ctr = buildah(b, &["from", "--pull=never", "-q", name]);
+    let ctr = ctr.trim();
+    let theirs_root = PathBuf::from(buildah(b, &["mount", ctr]).trim());
+    let ours_root = c.store.dir.path().join("cmp-root");
+    let m = berth_rootfs(c, name, &ours_root);
+    let (t_ours, t_theirs) = (tree(&m.0), tree(&theirs_root));
+    drop(m);
+    let mut diffs = Vec::new();
+    for (p, v) in &t_ours {
+        match t_theirs.get(p) {
+            Some(w) if w == v => {}
+            w => diffs.push(format!("{p}: berth {v} / buildah {w:?}")),
+        }
+    }
+    // buildah leaves the mount points of its RUN containers in the image
+    // (empty files, /run); BuildKit and berth do not.
+    let buildah_only = ["etc/hostname", "etc/hosts", "etc/resolv.conf", "run"];
+    for (p, w) in &t_theirs {
+        if !t_ours.contains_key(p) && !buildah_only.contains(&p.as_str()) {
+            diffs.push(format!("{p}: only in buildah's: {w}"));
+        }
+    }
+    assert!(
+        diffs.is_empty(),
+        "{name}: trees differ:\n{}",
+        diffs.join("\n")
+    );
+}
+
+#[test]
+fn buildah_agrees_on_config() {
+    let c = setup();
+    c.dockerfile(
+        r#"FROM busybox
+ENV A=1 B="two words"
+ENV C=${A}x PATH=/opt/bin:$PATH
+LABEL org.test=yes other="x y"
+WORKDIR /srv
+WORKDIR sub
+EXPOSE 80 53/udp
+VOLUME ["/data", "/cache"]
+STOPSIGNAL SIGINT
+USER 1000:1000
+ENTRYPOINT ["/bin/echo"]
+CMD ["x"]
+"#,
+    );
+    same_as_buildah(&c, "cmp-config:1");
+}
+
+#[test]
+fn buildah_agrees_on_copy_and_run() {
+    let c = setup();
+    c.write("a.txt", "A\n");
+    c.write("dir/one", "1\n");
+    c.write("dir/nested/two", "2\n");
+    c.write("g1.log", "g1\n");
+    c.write("g2.log", "g2\n");
+    c.write("skip.log", "x\n");
+    c.write(".dockerignore", "skip.log\n");
+    let t = c.store.dir.path().join("t");
+    fs::create_dir_all(t.join("in")).unwrap();
+    fs::write(t.join("in/file"), "tarred\n").unwrap();
+    tar_of(&t, &c.dir.join("arch.tar"));
+    c.dockerfile(
+        "FROM busybox AS build
+RUN mkdir -p /out/sub && echo made > /out/sub/f && chmod 640 /out/sub/f
+FROM busybox
+COPY a.txt /a.txt
+COPY dir /d/
+COPY *.log /logs/
+COPY --chown=1000:100 dir/one /owned
+COPY --chmod=600 a.txt /private
+ADD arch.tar /x/
+COPY --from=build /out /from-build
+RUN rm -rf /etc/group /usr/sbin && mkdir /made && echo r > /made/r && chmod 700 /made
+WORKDIR /work
+RUN echo w > w
+",
+    );
+    same_as_buildah(&c, "cmp-copy:1");
+}
+
+#[test]
+fn tty_progress_folds_run_output_unless_the_step_fails() {
+    let c = setup();
+    // The output differs from the instruction text (shown in the headers).
+    c.dockerfile("FROM busybox\nRUN echo streamed-$((1+1))\n");
+    let out = c.build(&["--progress", "plain", "-t", "p:1"]);
+    assert!(out.contains("streamed-2"), "{out}");
+    c.dockerfile("FROM busybox\nRUN echo folded-$((1+1))\n");
+    let out = c.build(&["--progress", "tty", "-t", "p:2"]);
+    assert!(!out.contains("folded-2"), "{out}");
+    assert!(out.contains(" DONE "), "{out}");
+    c.dockerfile("FROM busybox\nRUN echo shown-$((1+1)); exit 2\n");
+    let err = c.build_fails(&["--progress", "tty", "-t", "p:3"]);
+    assert!(err.contains("shown-2"), "{err}");
+    assert!(err.contains("exit code: 2"), "{err}");
 }

@@ -6,8 +6,20 @@
 //! history entry; COPY/ADD write a layer straight from the resolved source
 //! entries; RUN runs in a container whose root is the current snapshots plus
 //! a fresh upper directory, which then becomes the layer. Every layer goes
-//! through the store's [`Ingest`], so a failed build leaves no blob,
-//! snapshot or tag behind. Steps are cached by key (see [`cache::key`]).
+//! through the store's [`Ingest`] and is recorded (retained) as soon as its
+//! step finishes, so a failed build tags nothing but leaves the finished
+//! steps cached; the failing step leaves nothing. Steps are cached by key
+//! (see [`cache::key`]).
+
+/// `writeln!` in one write: lines of stages building at the same time
+/// (forked children sharing the output) never interleave.
+macro_rules! say {
+    ($out:expr, $($arg:tt)*) => {{
+        let mut line = format!($($arg)*);
+        line.push('\n');
+        $out.write_all(line.as_bytes())
+    }};
+}
 
 mod cache;
 mod layer;
@@ -52,6 +64,12 @@ pub struct BuildOptions {
     pub labels: Vec<(String, String)>,
     /// `-q`: RUN output is discarded.
     pub quiet: bool,
+    /// `--pull`: pull every base image, even one in the store. Without it,
+    /// only images missing from the store are pulled (Docker's behaviour).
+    pub pull: bool,
+    /// TTY progress: RUN output is folded (kept back, shown only when the
+    /// step fails) instead of streamed.
+    pub folded: bool,
 }
 
 /// A failed build; the message names the file, line and step at fault.
@@ -119,6 +137,58 @@ impl State {
     }
 }
 
+/// A stage built in a forked child, as it sends it back.
+#[derive(serde::Serialize, serde::Deserialize)]
+struct Forked {
+    config: Map<String, Value>,
+    author: Option<String>,
+    layers: Vec<berth_image::meta::LayerRecord>,
+    history: Vec<Value>,
+    key: String,
+    /// Steps its base's ONBUILD triggers added.
+    triggers: usize,
+}
+
+impl Forked {
+    fn from(st: &State, triggers: usize) -> Self {
+        Forked {
+            config: st.config.clone(),
+            author: st.author.clone(),
+            layers: st.layers.iter().map(|l| l.record.clone()).collect(),
+            history: st.history.clone(),
+            key: st.key.clone(),
+            triggers,
+        }
+    }
+
+    fn into_state(self, ingest: &Ingest) -> State {
+        State {
+            config: self.config,
+            author: self.author,
+            layers: self
+                .layers
+                .iter()
+                .map(|l| {
+                    ingest.existing_layer(
+                        (&l.digest, l.size),
+                        &l.media_type,
+                        &l.diff_id,
+                        &l.chain_id,
+                    )
+                })
+                .collect(),
+            history: self.history,
+            key: self.key,
+        }
+    }
+}
+
+/// Whether independent stages build at the same time (forked children);
+/// `BERTH_BUILD_CONCURRENT=0` builds them one after another.
+fn concurrent_stages() -> bool {
+    std::env::var("BERTH_BUILD_CONCURRENT").map_or(true, |v| v != "0")
+}
+
 /// Removes a directory tree when dropped (the RUN scratch space).
 struct TempTree(PathBuf);
 
@@ -154,6 +224,8 @@ struct Builder<'a> {
     tmp: PathBuf,
     step_no: usize,
     total: usize,
+    /// Images pulled by this build (each is pulled once).
+    pulled: std::collections::HashSet<String>,
 }
 
 impl Engine {
@@ -199,12 +271,39 @@ impl Engine {
             tmp,
             step_no: 0,
             total,
+            pulled: Default::default(),
         };
         let started = Instant::now();
         let mut done: HashMap<usize, State> = HashMap::new();
-        for &i in &plan.stages {
-            let st = b.stage(&df, &graph, &global, i, &done)?;
-            done.insert(i, st);
+        let steps = |i: usize| 1 + df.stages[i].instructions.len();
+        for wave in &plan.waves {
+            // Missing bases are pulled here, before any fork: the registry
+            // client's threads are gone again when stages fork or spawn.
+            for &i in wave {
+                if let Base::Image(r) = &graph.nodes[i].base {
+                    let from = &df.stages[i].from;
+                    b.ensure_image(r)
+                        .map_err(|e| fail(format!("{}: FROM {r}: {e}", b.at(from))))?;
+                }
+            }
+            let first = b.step_no;
+            let mut offsets = Vec::new();
+            let mut next = first;
+            for &i in wave {
+                offsets.push(next);
+                next += steps(i);
+            }
+            if wave.len() == 1 || !concurrent_stages() {
+                for &i in wave {
+                    let st = b.stage(&df, &graph, &global, i, &done)?;
+                    done.insert(i, st);
+                }
+            } else {
+                for (i, st) in b.wave(&df, &graph, &global, wave, &offsets, &done)? {
+                    done.insert(i, st);
+                }
+                b.step_no = next;
+            }
         }
         let mut st = done.remove(&plan.target).expect("target built");
         if !opts.labels.is_empty() {
@@ -220,7 +319,7 @@ impl Engine {
             }
         }
         let id = b.commit(st, &tags)?;
-        writeln!(
+        say!(
             b.out,
             "#{} writing image {id} done ({:.1}s)",
             b.total + 1,
@@ -228,11 +327,11 @@ impl Engine {
         )
         .ok();
         for t in &tags {
-            writeln!(b.out, "#{} naming to {t} done", b.total + 1).ok();
+            say!(b.out, "#{} naming to {t} done", b.total + 1).ok();
         }
-        writeln!(b.out, "Successfully built {}", id.short()).ok();
+        say!(b.out, "Successfully built {}", id.short()).ok();
         for t in &tags {
-            writeln!(b.out, "Successfully tagged {}", t.familiar()).ok();
+            say!(b.out, "Successfully tagged {}", t.familiar()).ok();
         }
         Ok(id)
     }
@@ -246,7 +345,7 @@ impl Builder<'_> {
     fn header(&mut self, stage: &str, k: usize, n: usize, text: &str) {
         self.step_no += 1;
         let text = text.lines().next().unwrap_or_default().trim();
-        writeln!(self.out, "#{} [{stage} {k}/{n}] {text}", self.step_no).ok();
+        say!(self.out, "#{} [{stage} {k}/{n}] {text}", self.step_no).ok();
     }
 
     fn stage(
@@ -260,7 +359,7 @@ impl Builder<'_> {
         let stage = &df.stages[index];
         let node = &graph.nodes[index];
         let sname = stage.display_name();
-        let n = 1 + stage.instructions.len();
+        let mut n = 1 + stage.instructions.len();
         self.header(&sname, 1, n, &stage.from.original);
         let mut st = match &node.base {
             Base::Scratch => State {
@@ -271,12 +370,12 @@ impl Builder<'_> {
                 key: "scratch".into(),
             },
             Base::Stage(i) => done.get(i).cloned().expect("stages build in order"),
-            Base::Image(r) => self.image_state(r).map_err(|e| {
-                fail(format!(
-                    "{}: FROM {r}: {e} (berth build does not pull; pull or load it first)",
-                    self.at(&stage.from)
-                ))
-            })?,
+            Base::Image(r) => {
+                self.ensure_image(r)
+                    .map_err(|e| fail(format!("{}: FROM {r}: {e}", self.at(&stage.from))))?;
+                self.image_state(r)
+                    .map_err(|e| fail(format!("{}: FROM {r}: {e}", self.at(&stage.from))))?
+            }
         };
         // BuildKit gives every image a PATH.
         let mut env: Vec<String> = st
@@ -290,12 +389,16 @@ impl Builder<'_> {
             })
             .unwrap_or_default();
         if !env.iter().any(|e| e.starts_with("PATH=")) {
-            env.insert(0, format!("PATH={}", berth_image::config::DEFAULT_PATH));
+            env.push(format!("PATH={}", berth_image::config::DEFAULT_PATH));
             st.config.insert("Env".into(), json!(env));
         }
+        // The base's ONBUILD triggers run first, and are not inherited.
+        let triggers = self.triggers(&mut st, &stage.from)?;
+        n += triggers.len();
+        self.total += triggers.len();
         let mut scope = StageScope::new(global, &env);
         let mut cmd_set = false;
-        for (k, inst) in stage.instructions.iter().enumerate() {
+        for (k, inst) in triggers.iter().chain(&stage.instructions).enumerate() {
             self.header(&sname, k + 2, n, &inst.original);
             let t0 = Instant::now();
             let step = scope
@@ -311,9 +414,9 @@ impl Builder<'_> {
                 &mut cmd_set,
             )?;
             if cached == Some(true) {
-                writeln!(self.out, "#{} CACHED", self.step_no).ok();
+                say!(self.out, "#{} CACHED", self.step_no).ok();
             } else if cached == Some(false) {
-                writeln!(
+                say!(
                     self.out,
                     "#{} DONE {:.1}s",
                     self.step_no,
@@ -323,6 +426,184 @@ impl Builder<'_> {
             }
         }
         Ok(st)
+    }
+
+    /// Takes the base's ONBUILD triggers out of its config, parsed.
+    fn triggers(&self, st: &mut State, from: &Instruction) -> Result<Vec<Instruction>, BuildError> {
+        let Some(list) = st.config.remove("OnBuild") else {
+            return Ok(Vec::new());
+        };
+        let mut out = Vec::new();
+        for t in list.as_array().into_iter().flatten() {
+            let Some(t) = t.as_str() else { continue };
+            let bad = |e: String| {
+                fail(format!(
+                    "{}: ONBUILD trigger {t:?} of the base image: {e}",
+                    self.at(from)
+                ))
+            };
+            let df = berth_build::parse(&format!("FROM scratch\n{t}\n"))
+                .map_err(|e| bad(e.to_string()))?;
+            let Some(stage) = df.stages.into_iter().next() else {
+                return Err(bad("not an instruction".into()));
+            };
+            for mut inst in stage.instructions {
+                if matches!(
+                    inst.command,
+                    Command::Onbuild(_) | Command::From(_) | Command::Maintainer(_)
+                ) {
+                    return Err(bad(format!(
+                        "{} is not allowed as an ONBUILD trigger",
+                        inst.keyword()
+                    )));
+                }
+                inst.line = from.line;
+                out.push(inst);
+            }
+        }
+        Ok(out)
+    }
+
+    /// Pulls `r` when it is not in the store, or (`--pull`) once per build.
+    fn ensure_image(&mut self, r: &str) -> Result<(), String> {
+        let missing = matches!(
+            self.engine.images().resolve(r),
+            Err(ImageError::NotFound(_))
+        );
+        if !missing && (!self.opts.pull || self.pulled.contains(r)) {
+            return Ok(());
+        }
+        let Ok(reference) = Reference::parse(r) else {
+            // Not a name a registry knows: the store lookup reports it.
+            return Ok(());
+        };
+        let t0 = Instant::now();
+        say!(self.out, "#{} pulling {reference}", self.step_no).ok();
+        let pulled = self
+            .engine
+            .pull(r, None, &|_| {})
+            .map_err(|e| format!("pull {}: {}", reference.familiar(), chain(&e)))?;
+        self.pulled.insert(r.to_string());
+        say!(
+            self.out,
+            "#{} pulled {} {} {:.1}s",
+            self.step_no,
+            pulled.digest,
+            if pulled.up_to_date {
+                "(up to date)"
+            } else {
+                "(downloaded)"
+            },
+            t0.elapsed().as_secs_f64()
+        )
+        .ok();
+        Ok(())
+    }
+
+    /// Builds the stages of one wave at the same time: every stage but the
+    /// last in a forked child (the runtime spawns containers only from a
+    /// single-threaded process, so stages cannot be threads), the last one
+    /// here. A child sends its finished stage back as JSON on a pipe; its
+    /// layers are already recorded in the store (see [`Ingest::retain`]).
+    fn wave(
+        &mut self,
+        df: &berth_build::Dockerfile,
+        graph: &StageGraph,
+        global: &GlobalScope,
+        wave: &[usize],
+        offsets: &[usize],
+        done: &HashMap<usize, State>,
+    ) -> Result<Vec<(usize, State)>, BuildError> {
+        use std::io::Read;
+        let (last, forked) = wave.split_last().expect("a wave has stages");
+        let mut children = Vec::new();
+        let mut res: Result<(), BuildError> = Ok(());
+        for (k, &i) in forked.iter().enumerate() {
+            let (r, w) = match std::io::pipe() {
+                Ok(p) => p,
+                Err(e) => {
+                    res = Err(fail(format!("build: pipe: {e}")));
+                    break;
+                }
+            };
+            self.out.flush().ok();
+            // SAFETY: this process is single-threaded (the runtime insists
+            // on it for every RUN); the child only runs this stage, then
+            // leaves with _exit, running no destructor of the parent's state.
+            let pid = unsafe { libc::fork() };
+            if pid == 0 {
+                drop(r);
+                self.step_no = offsets[k];
+                let before = self.total;
+                let out = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                    self.stage(df, graph, global, i, done)
+                }));
+                let msg = match out {
+                    Ok(Ok(st)) => json!({ "ok": Forked::from(&st, self.total - before) }),
+                    Ok(Err(BuildError::Run(m, code))) => json!({ "err": m, "code": code }),
+                    Ok(Err(e)) => json!({ "err": e.to_string() }),
+                    Err(_) => json!({ "err": "internal error: a build stage panicked" }),
+                };
+                self.out.flush().ok();
+                let mut w = w;
+                let _ = w.write_all(&serde_json::to_vec(&msg).expect("json"));
+                drop(w);
+                // SAFETY: ends the child without unwinding into the parent's frames.
+                unsafe { libc::_exit(0) };
+            }
+            drop(w);
+            if pid < 0 {
+                res = Err(fail(format!(
+                    "build: fork: {}",
+                    std::io::Error::last_os_error()
+                )));
+                break;
+            }
+            children.push((i, pid, r));
+        }
+        let mut states = Vec::new();
+        if res.is_ok() {
+            self.step_no = offsets[wave.len() - 1];
+            match self.stage(df, graph, global, *last, done) {
+                Ok(st) => states.push((*last, st)),
+                Err(e) => res = Err(e),
+            }
+        }
+        // Every child is waited for, whatever happened here.
+        for (i, pid, mut r) in children {
+            let mut buf = Vec::new();
+            let read = r.read_to_end(&mut buf);
+            let code = berth_runtime::linux::wait(pid);
+            let msg: Option<Value> = serde_json::from_slice(&buf).ok();
+            let got = match (read, code, msg) {
+                (Ok(_), _, Some(m)) if m.get("ok").is_some() => {
+                    match serde_json::from_value::<Forked>(m["ok"].clone()) {
+                        Ok(f) => {
+                            self.total += f.triggers;
+                            Ok(f.into_state(&self.ingest))
+                        }
+                        Err(e) => Err(fail(format!("internal error: stage result: {e}"))),
+                    }
+                }
+                (_, _, Some(m)) => {
+                    let text = m["err"].as_str().unwrap_or("stage failed").to_string();
+                    Err(match m.get("code").and_then(Value::as_i64) {
+                        Some(c) => BuildError::Run(text, c as i32),
+                        None => fail(text),
+                    })
+                }
+                (_, code, None) => Err(fail(format!(
+                    "internal error: stage {} ended without a result ({code:?})",
+                    df.stages[i].display_name()
+                ))),
+            };
+            match got {
+                Ok(st) => states.push((i, st)),
+                Err(e) if res.is_ok() => res = Err(e),
+                Err(_) => {}
+            }
+        }
+        res.map(|()| states)
     }
 
     fn image_state(&self, r: &str) -> Result<State, ImageError> {
@@ -383,6 +664,15 @@ impl Builder<'_> {
         if let Command::Copy(c) | Command::Add(c) = &inst.command {
             match &c.from {
                 Some(f) => {
+                    if graph.find(f).is_none() && f.parse::<usize>().is_err() {
+                        self.ensure_image(f).map_err(|e| {
+                            fail(format!(
+                                "{}: {} --from={f}: {e}",
+                                self.at(inst),
+                                inst.keyword()
+                            ))
+                        })?;
+                    }
                     let s = self.source_state(f, done, graph).map_err(|e| {
                         fail(format!(
                             "{}: {} --from={f}: {e}",
@@ -484,13 +774,17 @@ impl Builder<'_> {
                 // unpack it again.
                 let f = self.engine.images().content().open_blob(&l.digest);
                 let Ok(f) = f else { return Ok(false) };
-                self.ingest.layer(
+                let layer = self.ingest.layer(
                     BufReader::with_capacity(1 << 18, f),
                     (&l.digest, l.size),
                     &l.media_type,
                     &l.diff_id,
                     &chain,
-                )?
+                )?;
+                st.layers.push(layer);
+                self.ingest.retain(&st.layers)?;
+                st.history.push(hit.history.clone());
+                return Ok(true);
             } else {
                 return Ok(false);
             };
@@ -517,6 +811,8 @@ impl Builder<'_> {
             &chain,
         )?;
         st.layers.push(l.clone());
+        // Kept even if a later step fails: the next build reuses it.
+        self.ingest.retain(&st.layers)?;
         Ok(l)
     }
 
@@ -918,7 +1214,18 @@ impl Builder<'_> {
             dir.join("upper").display(),
             dir.join("work").display()
         );
-        let stdio = self.run_stdio().map_err(|e| self.io(inst, e))?;
+        // Folded output: the step's output goes to a file, shown if it fails.
+        let log = if self.opts.folded && !self.opts.quiet {
+            Some(tempfile::tempfile_in(&self.tmp).map_err(|e| self.io(inst, e))?)
+        } else {
+            None
+        };
+        let mut stdio = self.run_stdio().map_err(|e| self.io(inst, e))?;
+        if let Some(f) = &log {
+            let fd = f.as_fd_owned().map_err(|e| self.io(inst, e))?;
+            stdio[1] = Some(fd.try_clone().map_err(|e| self.io(inst, e))?);
+            stdio[2] = Some(fd);
+        }
         let mut warn = |w: String| {
             eprintln!("berth: WARNING: {w}");
         };
@@ -942,6 +1249,19 @@ impl Builder<'_> {
             )
         })?;
         let code = berth_runtime::linux::wait(pid).map_err(|e| self.io(inst, e))?;
+        if code != 0
+            && let Some(mut f) = log
+        {
+            use std::io::{Read, Seek};
+            let mut text = String::new();
+            let _ = f.seek(std::io::SeekFrom::Start(0));
+            let _ = f.read_to_string(&mut text);
+            let lines: Vec<&str> = text.lines().collect();
+            let skip = lines.len().saturating_sub(FOLDED_TAIL);
+            for l in &lines[skip..] {
+                say!(self.out, "#{} {l}", self.step_no).ok();
+            }
+        }
         if code != 0 {
             return Err(BuildError::Run(
                 format!(
@@ -1063,6 +1383,24 @@ fn created_by(inst: &Instruction, st: &State) -> String {
             .trim()
             .to_string(),
     }
+}
+
+/// Lines of a failed step's folded output that are shown.
+const FOLDED_TAIL: usize = 40;
+
+/// An error and its sources, `: `-separated.
+fn chain(e: &dyn std::error::Error) -> String {
+    let mut s = e.to_string();
+    let mut src = e.source();
+    while let Some(c) = src {
+        let m = c.to_string();
+        if !s.contains(&m) {
+            s.push_str(": ");
+            s.push_str(&m);
+        }
+        src = c.source();
+    }
+    s
 }
 
 fn now_secs() -> u64 {

@@ -27,7 +27,8 @@ pub struct BuildArgs {
     /// Do not use the layer cache.
     #[arg(long)]
     no_cache: bool,
-    /// Always pull the base image (accepted; berth build uses the store).
+    /// Always pull base images, even those in the store (missing ones are
+    /// always pulled).
     #[arg(long)]
     pull: bool,
     /// Set a label on the image (KEY=VALUE).
@@ -39,7 +40,8 @@ pub struct BuildArgs {
     /// Print only the image ID.
     #[arg(short, long)]
     quiet: bool,
-    /// Progress output: auto or plain (both print plain step lines).
+    /// Progress output: plain streams RUN output; tty folds it (shown only
+    /// when a step fails); auto is tty when stderr is a terminal.
     #[arg(long, default_value = "auto", value_parser = ["auto", "plain", "tty"])]
     progress: String,
     /// The build context directory.
@@ -81,6 +83,12 @@ pub fn build(root: &Path, a: BuildArgs) -> anyhow::Result<ExitCode> {
         no_cache: a.no_cache,
         labels,
         quiet: a.quiet,
+        pull: a.pull,
+        folded: match a.progress.as_str() {
+            "tty" => true,
+            "plain" => false,
+            _ => std::io::IsTerminal::is_terminal(&std::io::stderr()),
+        },
     };
     let e = Engine::open(root)?;
     let mut sink = std::io::sink();
