@@ -352,9 +352,8 @@ pub fn attach(engine: &Engine, c: &Container, pid: i32) -> Result<(), String> {
     let mode = Mode::parse(c.options.network.as_deref());
     let Mode::Network(name) = mode else {
         if mode == Mode::None {
-            // Best effort: without the plugins installed, lo simply stays down.
             let ns = PathBuf::from(format!("/proc/{pid}/ns/net"));
-            let _ = cni::loopback(&c.id, &ns);
+            netns::loopback_up(&ns).map_err(|e| e.to_string())?;
         }
         return Ok(());
     };
@@ -403,7 +402,7 @@ pub fn attach(engine: &Engine, c: &Container, pid: i32) -> Result<(), String> {
             runtime_config: rc,
         };
         let result = cni::add(&list, &a).map_err(|e| e.to_string())?;
-        cni::loopback(&c.id, &path).map_err(|e| e.to_string())?;
+        netns::loopback_up(&path).map_err(|e| e.to_string())?;
         if let Some((ip, prefix, gw, mac)) = result.address_of(IFNAME) {
             state.ip = ip;
             state.prefix = prefix;

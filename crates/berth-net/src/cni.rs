@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
 use serde::{Deserialize, Serialize};
-use serde_json::{Value, json};
+use serde_json::Value;
 
 use crate::NetError;
 
@@ -245,21 +245,10 @@ pub fn check(list: &Value, prev: &CniResult, a: &Attachment<'_>) -> Result<(), N
     Ok(())
 }
 
-/// Brings `lo` up in `netns` with the loopback plugin.
-pub fn loopback(container_id: &str, netns: &Path) -> Result<(), NetError> {
-    let a = Attachment {
-        container_id,
-        netns,
-        ifname: "lo",
-        runtime_config: Default::default(),
-    };
-    let cfg = json!({"cniVersion": "1.0.0", "name": "loopback", "type": "loopback"});
-    exec("ADD", &cfg, &a).map(|_| ())
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use serde_json::json;
 
     #[test]
     fn results_of_both_versions() {
