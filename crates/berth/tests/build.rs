@@ -467,6 +467,11 @@ fn empty_dockerfile_and_unterminated_heredoc_fail() {
     c.dockerfile("FROM busybox\nRUN <<EOF\necho x\n");
     let err = c.build_fails(&["-t", "bad:7"]);
     assert!(err.contains("Dockerfile:"), "{err}");
+    // An unterminated quote in a word the frontend reads, named with its line.
+    c.dockerfile("FROM busybox\nENV A=1\nLABEL note=\"unterminated\n");
+    let err = c.build_fails(&["-t", "bad:8"]);
+    assert!(err.contains("Dockerfile:3"), "{err}");
+    assert!(err.to_lowercase().contains("quote"), "{err}");
     assert_eq!(c.image_count(), 1);
 }
 
@@ -1017,4 +1022,51 @@ fn tty_progress_folds_run_output_unless_the_step_fails() {
     let err = c.build_fails(&["--progress", "tty", "-t", "p:3"]);
     assert!(err.contains("shown-2"), "{err}");
     assert!(err.contains("exit code: 2"), "{err}");
+}
+
+#[test]
+fn built_image_pushes_and_runs_elsewhere() {
+    let reg = LocalRegistry::start();
+    let etc = common::scratch();
+    fs::write(etc.path().join("config.json"), "{}").unwrap();
+    let c = setup();
+    c.write("hello.txt", "from the context\n");
+    c.dockerfile(
+        "FROM busybox\nCOPY hello.txt /hello.txt\nRUN echo built > /built\nENV GREETING=hi\nCMD [\"sh\", \"-c\", \"echo $GREETING; cat /hello.txt /built\"]\n",
+    );
+    let name = format!("{}/built/app:1", reg.host);
+    c.build(&["-t", &name]);
+    let r = berth_reg(&c.store, etc.path(), &["push", &name]);
+    assert_eq!(r.code, 0, "{}{}", r.stdout, r.stderr);
+    let pushed = r.stdout.lines().last().unwrap_or_default().to_string();
+    assert!(pushed.contains("digest: sha256:"), "{pushed}");
+
+    // Another store pulls it: same image ID, same manifest digest, and it runs.
+    let other = Store::new();
+    let r = berth_reg(&other, etc.path(), &["pull", &name]);
+    assert_eq!(r.code, 0, "{}{}", r.stdout, r.stderr);
+    let id = |s: &Store| -> Value {
+        let v: Value = serde_json::from_str(&s.ok(&["image", "inspect", &name])).unwrap();
+        v[0]["Id"].clone()
+    };
+    assert_eq!(id(&other), id(&c.store));
+    let digest = pushed
+        .split("digest: ")
+        .nth(1)
+        .unwrap()
+        .split(' ')
+        .next()
+        .unwrap();
+    assert!(
+        r.stdout.contains(&format!("Digest: {digest}")),
+        "{}",
+        r.stdout
+    );
+    let out = berth_reg(
+        &other,
+        etc.path(),
+        &["run", "--rm", "--pull", "never", &name],
+    );
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    assert_eq!(out.stdout, "hi\nfrom the context\nbuilt\n");
 }
