@@ -38,23 +38,8 @@ set -euo pipefail
 SELF=$(readlink -f "${BASH_SOURCE[0]}")
 ROOT=$(cd "$(dirname "$SELF")/.." && pwd)
 
-log() { printf 'bench: %s\n' "$*" >&2; }
-die() {
-	log "error: $*"
-	exit 1
-}
-
-mounts_under() {
-	awk -v d="$1" '$5 == d || index($5, d "/") == 1 { print length($5), $5 }' /proc/self/mountinfo |
-		sort -rn | cut -d' ' -f2-
-}
-
-unmount_under() {
-	local m
-	while read -r m; do
-		[[ -n $m ]] && umount -R "$m" 2>/dev/null || umount -l "$m" 2>/dev/null || true
-	done < <(mounts_under "$1")
-}
+# shellcheck source=bench/lib.sh
+. "$(dirname "$SELF")/lib.sh"
 
 buildah_in() {
 	local d=$1
@@ -120,26 +105,9 @@ FIX=${BERTH_FIXTURES:-$(bash "$ROOT/scripts/fixtures.sh" | tail -n 1)}
 
 BASE=$(mktemp -d "${BENCH_TMP:-/var/tmp}/berth-bench-build.XXXXXX")
 W=$BASE
-DOCKERD_PID=
-stop_dockerd() {
-	[[ -n $DOCKERD_PID ]] || return 0
-	local ids
-	ids=$("$DOCKER" -H "$DSOCK" ps -aq 2>/dev/null || true)
-	# shellcheck disable=SC2086 # one argument per ID
-	[[ -z $ids ]] || "$DOCKER" -H "$DSOCK" rm -f $ids >/dev/null 2>&1 || true
-	kill -TERM "$DOCKERD_PID" 2>/dev/null || true
-	local i
-	for ((i = 0; i < 300; i++)); do
-		kill -0 "$DOCKERD_PID" 2>/dev/null || break
-		sleep 0.1
-	done
-	kill -KILL "$DOCKERD_PID" 2>/dev/null || true
-	wait "$DOCKERD_PID" 2>/dev/null || true
-	DOCKERD_PID=
-}
 cleanup() {
 	local d
-	stop_dockerd
+	dockerd_stop "$W"
 	for d in "$W"/buildah-*; do
 		if [[ -d $d ]]; then buildah_in "$d" rm --all >/dev/null 2>&1 || true; fi
 	done
@@ -152,12 +120,7 @@ cleanup() {
 trap cleanup EXIT
 trap 'exit 130' INT TERM
 if [[ ${BENCH_FS:-loop} == loop ]]; then
-	command -v mkfs.ext4 >/dev/null || die "mkfs.ext4 not found (e2fsprogs)"
-	truncate -s 64G "$BASE/fs.img"
-	mkfs.ext4 -q -F "$BASE/fs.img"
-	mkdir "$BASE/mnt"
-	mount -o loop "$BASE/fs.img" "$BASE/mnt"
-	W=$BASE/mnt
+	W=$(fresh_fs "$BASE")
 fi
 mkdir -p "$W/tmp"
 export TMPDIR=$W/tmp
@@ -205,21 +168,7 @@ if want buildah; then
 fi
 
 if want docker; then
-	mkdir -p "$W/docker" "$W/dexec"
-	echo '{}' >"$W/daemon.json"
-	"$DOCKERD" --config-file "$W/daemon.json" --data-root "$W/docker" --exec-root "$W/dexec" \
-		--host "$DSOCK" --pidfile "$W/docker.pid" --bridge none --iptables=false \
-		--ip6tables=false --ip-masq=false --userland-proxy=false \
-		>"$W/dockerd.log" 2>&1 &
-	DOCKERD_PID=$!
-	for ((i = 0; i < 600; i++)); do
-		kill -0 "$DOCKERD_PID" 2>/dev/null || {
-			tail -n 15 "$W/dockerd.log" >&2
-			die "dockerd exited while starting"
-		}
-		"$DOCKER" -H "$DSOCK" version >/dev/null 2>&1 && break
-		sleep 0.1
-	done
+	dockerd_start "$W" || die "dockerd did not start"
 	"$DOCKER" -H "$DSOCK" load -q -i "$FIX/debian.docker.tar" >/dev/null
 	export DOCKER_BUILDKIT=0
 	D="$(q "$DOCKER") -H $DSOCK build -q --network none -t"

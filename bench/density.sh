@@ -49,11 +49,8 @@ set -euo pipefail
 SELF=$(readlink -f "${BASH_SOURCE[0]}")
 ROOT=$(cd "$(dirname "$SELF")/.." && pwd)
 
-log() { printf 'bench: %s\n' "$*" >&2; }
-die() {
-	log "error: $*"
-	exit 1
-}
+# shellcheck source=bench/lib.sh
+. "$(dirname "$SELF")/lib.sh"
 
 [[ $# -eq 0 ]] || die "unknown arguments: $* (see the header of $SELF)"
 N=${N:-100}
@@ -69,18 +66,6 @@ done
 
 # --- scratch dir and cleanup (as bench/run.sh) -------------------------------
 
-podman_in() {
-	local d=$1
-	shift
-	podman --root "$d/root" --runroot "$d/run" --tmpdir "$d/libpod" \
-		--storage-driver overlay --cgroup-manager cgroupfs --events-backend none "$@"
-}
-
-mounts_under() {
-	awk -v d="$1" '$5 == d || index($5, d "/") == 1 { print length($5), $5 }' /proc/self/mountinfo |
-		sort -rn | cut -d' ' -f2-
-}
-
 wipe() {
 	local d=$1 m
 	[[ -e $d ]] || return 0
@@ -95,26 +80,10 @@ wipe() {
 }
 
 W=$(mktemp -d "${BENCH_TMP:-/var/tmp}/berth-density.XXXXXX")
-DOCKERD_PID=
 DSOCK=unix://$W/docker.sock
 BR=$W/berth
 BERTH_SRC=${BERTH:-$ROOT/target/release/berth}
 BERTH=$W/berth.bin # a private copy: a rebuild cannot change it under the monitors
-
-stop_dockerd() {
-	[[ -n $DOCKERD_PID ]] || return 0
-	if kill -0 "$DOCKERD_PID" 2>/dev/null; then
-		kill -TERM "$DOCKERD_PID" 2>/dev/null || true
-		local i
-		for ((i = 0; i < 300; i++)); do
-			kill -0 "$DOCKERD_PID" 2>/dev/null || break
-			sleep 0.1
-		done
-		kill -KILL "$DOCKERD_PID" 2>/dev/null || true
-	fi
-	wait "$DOCKERD_PID" 2>/dev/null || true
-	DOCKERD_PID=
-}
 
 remove_berth() {
 	[[ -x $BERTH && -d $BR ]] || return 0
@@ -124,7 +93,7 @@ remove_berth() {
 	[[ -z $ids ]] || "$BERTH" --root "$BR" rm -f $ids >/dev/null 2>&1 || true
 }
 remove_docker() {
-	[[ -n $DOCKERD_PID ]] || return 0
+	[[ -n $(dockerd_pid "$W") ]] || return 0
 	local ids
 	ids=$("$DOCKER" -H "$DSOCK" ps -aq 2>/dev/null || true)
 	# shellcheck disable=SC2086
@@ -135,7 +104,7 @@ cleanup() {
 	local d
 	remove_berth
 	remove_docker
-	stop_dockerd
+	dockerd_stop "$W"
 	for d in "$W"/*; do wipe "$d"; done
 	wipe "$W"
 }
@@ -287,42 +256,8 @@ run_podman() {
 
 # --- docker ------------------------------------------------------------------
 
-start_dockerd() {
-	command -v "$DOCKERD" >/dev/null || {
-		log "docker: $DOCKERD not found (apt-get install docker.io); skipping docker"
-		return 1
-	}
-	command -v "$DOCKER" >/dev/null || {
-		log "docker: client $DOCKER not found; skipping docker"
-		return 1
-	}
-	mkdir -p "$W/docker" "$W/dexec"
-	echo '{}' >"$W/daemon.json"
-	"$DOCKERD" --config-file "$W/daemon.json" --data-root "$W/docker" --exec-root "$W/dexec" \
-		--host "$DSOCK" --pidfile "$W/docker.pid" --bridge none --iptables=false \
-		--ip6tables=false --ip-masq=false --userland-proxy=false \
-		>"$W/dockerd.log" 2>&1 &
-	DOCKERD_PID=$!
-	local i
-	for ((i = 0; i < 600; i++)); do
-		if ! kill -0 "$DOCKERD_PID" 2>/dev/null; then
-			wait "$DOCKERD_PID" 2>/dev/null || true
-			DOCKERD_PID=
-			log "docker: dockerd exited while starting; its last lines:"
-			tail -n 15 "$W/dockerd.log" | sed 's/^/    /' >&2
-			return 1
-		fi
-		"$DOCKER" -H "$DSOCK" version >/dev/null 2>&1 && return 0
-		sleep 0.1
-	done
-	log "docker: dockerd did not answer on $DSOCK within 60 s; its last lines:"
-	tail -n 15 "$W/dockerd.log" | sed 's/^/    /' >&2
-	stop_dockerd
-	return 1
-}
-
 run_docker() {
-	start_dockerd || return 0
+	dockerd_start "$W" || return 0
 	if ! "$DOCKER" -H "$DSOCK" load -q -i "$DARCH" >/dev/null; then
 		log "docker: load failed; skipping docker"
 		return 0
@@ -332,12 +267,12 @@ run_docker() {
 	read -r cnt rss pss uss anon < <(pids_by_comm containerd-shim "$W/dexec/" | measure "$W/docker.mem")
 	# dockerd and its containerd: shared by all containers.
 	read -r _ drss dpss _ _ < <({
-		echo "$DOCKERD_PID"
+		dockerd_pid "$W"
 		pids_by_comm containerd "$W/dexec/"
 	} | measure "$W/daemons.mem")
 	echo "docker|containerd-shim-runc-v2|$cnt|$rss|$pss|$uss|$anon|$START_S|$drss $dpss" >>"$RESULTS"
 	remove_docker
-	stop_dockerd
+	dockerd_stop "$W"
 	log "docker: $cnt shim processes; removed the containers, stopped dockerd"
 }
 

@@ -29,25 +29,10 @@ set -euo pipefail
 SELF=$(readlink -f "${BASH_SOURCE[0]}")
 ROOT=$(cd "$(dirname "$SELF")/.." && pwd)
 
-log() { printf 'bench: %s\n' "$*" >&2; }
-die() {
-	log "error: $*"
-	exit 1
-}
+# shellcheck source=bench/lib.sh
+. "$(dirname "$SELF")/lib.sh"
 
-# podman with all of its state under $1 (no systemd, no events, no cgroup manager).
-podman_in() {
-	local d=$1
-	shift
-	podman --root "$d/root" --runroot "$d/run" --tmpdir "$d/libpod" \
-		--storage-driver overlay --cgroup-manager cgroupfs --events-backend none "$@"
-}
 
-# Mount points at or below $1, deepest first.
-mounts_under() {
-	awk -v d="$1" '$5 == d || index($5, d "/") == 1 { print length($5), $5 }' /proc/self/mountinfo |
-		sort -rn | cut -d' ' -f2-
-}
 
 # Removes a work directory completely: podman state reset, mounts gone, files gone.
 wipe() {
@@ -114,20 +99,13 @@ W=$BASE
 cleanup() {
 	local d
 	for d in "$W"/*; do wipe "$d"; done
-	if [[ $W != "$BASE" ]]; then
-		umount "$W" 2>/dev/null || umount -l "$W" || true
-	fi
+	[[ $W == "$BASE" ]] || fresh_fs_remove "$BASE"
 	rm -rf "$BASE"
 }
 trap cleanup EXIT
 trap 'exit 130' INT TERM
 if [[ ${BENCH_FS:-loop} == loop ]]; then
-	command -v mkfs.ext4 >/dev/null || die "mkfs.ext4 not found (e2fsprogs)"
-	truncate -s 64G "$BASE/fs.img"
-	mkfs.ext4 -q -F "$BASE/fs.img"
-	mkdir "$BASE/mnt"
-	mount -o loop "$BASE/fs.img" "$BASE/mnt"
-	W=$BASE/mnt
+	W=$(fresh_fs "$BASE")
 fi
 mkdir -p "$W/tmp"
 export TMPDIR=$W/tmp # skopeo/podman stage big files in $TMPDIR

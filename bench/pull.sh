@@ -41,35 +41,13 @@ set -euo pipefail
 SELF=$(readlink -f "${BASH_SOURCE[0]}")
 ROOT=$(cd "$(dirname "$SELF")/.." && pwd)
 
-log() { printf 'bench: %s\n' "$*" >&2; }
-die() {
-	log "error: $*"
-	exit 1
-}
+# shellcheck source=bench/lib.sh
+. "$(dirname "$SELF")/lib.sh"
 
 DOCKER=${DOCKER:-docker}
 DOCKERD=${DOCKERD:-dockerd}
 
-# podman with all of its state under $1 (no systemd, no events, no cgroup manager).
-podman_in() {
-	local d=$1
-	shift
-	podman --root "$d/root" --runroot "$d/run" --tmpdir "$d/libpod" \
-		--storage-driver overlay --cgroup-manager cgroupfs --events-backend none "$@"
-}
 
-# Mount points at or below $1, deepest first.
-mounts_under() {
-	awk -v d="$1" '$5 == d || index($5, d "/") == 1 { print length($5), $5 }' /proc/self/mountinfo |
-		sort -rn | cut -d' ' -f2-
-}
-
-unmount_under() {
-	local m
-	while read -r m; do
-		[[ -n $m ]] && { umount -R "$m" 2>/dev/null || umount -l "$m" 2>/dev/null || true; }
-	done < <(mounts_under "$1")
-}
 
 # Removes a work directory completely: podman state reset, mounts gone, files gone.
 wipe() {
@@ -94,52 +72,6 @@ fresh_dir() {
 	mkdir -p "$d"
 }
 
-# Stops the dockerd whose pid file is $1/docker.pid (and waits for it and its
-# containerd to be gone).
-stop_dockerd() {
-	local w=$1 pid i
-	[[ -f $w/docker.pid ]] || return 0
-	pid=$(<"$w/docker.pid")
-	if [[ -n $pid ]] && kill -0 "$pid" 2>/dev/null; then
-		kill -TERM "$pid" 2>/dev/null || true
-		for ((i = 0; i < 300; i++)); do
-			kill -0 "$pid" 2>/dev/null || break
-			sleep 0.1
-		done
-		kill -KILL "$pid" 2>/dev/null || true
-	fi
-	rm -f "$w/docker.pid"
-	# Its managed containerd keeps a pid file in the exec root.
-	if [[ -f $w/dexec/containerd/containerd.pid ]]; then
-		pid=$(<"$w/dexec/containerd/containerd.pid")
-		for ((i = 0; i < 100; i++)); do
-			kill -0 "$pid" 2>/dev/null || break
-			sleep 0.1
-		done
-		kill -KILL "$pid" 2>/dev/null || true
-	fi
-}
-
-# Starts dockerd on $1/docker.sock with a fresh data root; returns once it answers.
-start_dockerd() {
-	local w=$1 i
-	fresh_dir "$w/docker"
-	mkdir -p "$w/dexec"
-	echo '{}' >"$w/daemon.json"
-	# setsid + nohup: it must outlive the hyperfine --prepare shell that starts it.
-	setsid nohup "$DOCKERD" --config-file "$w/daemon.json" --data-root "$w/docker" \
-		--exec-root "$w/dexec" --host "unix://$w/docker.sock" --pidfile "$w/docker.pid" \
-		--bridge none --iptables=false --ip6tables=false --ip-masq=false \
-		--userland-proxy=false >>"$w/dockerd.log" 2>&1 </dev/null &
-	for ((i = 0; i < 600; i++)); do
-		"$DOCKER" -H "unix://$w/docker.sock" version >/dev/null 2>&1 && return 0
-		sleep 0.1
-	done
-	log "docker: dockerd did not answer on unix://$w/docker.sock within 60 s; its last lines:"
-	tail -n 15 "$w/dockerd.log" | sed 's/^/    /' >&2
-	return 1
-}
-
 # Internal, hyperfine's --prepare steps:
 #   pull.sh --fresh DIR          an empty DIR (the previous one moved aside), synced
 #   pull.sh --fresh-docker WORK  dockerd restarted on a fresh data root, synced
@@ -150,8 +82,9 @@ case ${1-} in
 	exit 0
 	;;
 --fresh-docker)
-	stop_dockerd "$2"
-	start_dockerd "$2"
+	dockerd_stop "$2"
+	fresh_dir "$2/docker"
+	dockerd_start "$2"
 	sync
 	exit 0
 	;;
@@ -198,22 +131,15 @@ REGISTRY_PID=
 cleanup() {
 	local d
 	[[ -n $REGISTRY_PID ]] && { kill "$REGISTRY_PID" 2>/dev/null || true; wait "$REGISTRY_PID" 2>/dev/null || true; }
-	stop_dockerd "$W"
+	dockerd_stop "$W"
 	for d in "$W"/*; do wipe "$d"; done
-	if [[ $W != "$BASE" ]]; then
-		umount "$W" 2>/dev/null || umount -l "$W" || true
-	fi
+	[[ $W == "$BASE" ]] || fresh_fs_remove "$BASE"
 	rm -rf "$BASE"
 }
 trap cleanup EXIT
 trap 'exit 130' INT TERM
 if [[ ${BENCH_FS:-loop} == loop ]]; then
-	command -v mkfs.ext4 >/dev/null || die "mkfs.ext4 not found (e2fsprogs)"
-	truncate -s 64G "$BASE/fs.img"
-	mkfs.ext4 -q -F "$BASE/fs.img"
-	mkdir "$BASE/mnt"
-	mount -o loop "$BASE/fs.img" "$BASE/mnt"
-	W=$BASE/mnt
+	W=$(fresh_fs "$BASE")
 fi
 mkdir -p "$W/tmp" "$W/etc/docker-config"
 export TMPDIR=$W/tmp # skopeo/podman stage big files in $TMPDIR

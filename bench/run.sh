@@ -41,11 +41,8 @@ set -euo pipefail
 SELF=$(readlink -f "${BASH_SOURCE[0]}")
 ROOT=$(cd "$(dirname "$SELF")/.." && pwd)
 
-log() { printf 'bench: %s\n' "$*" >&2; }
-die() {
-	log "error: $*"
-	exit 1
-}
+# shellcheck source=bench/lib.sh
+. "$(dirname "$SELF")/lib.sh"
 
 MODE=compare
 case ${1-} in
@@ -71,19 +68,7 @@ done
 
 # --- scratch dir and cleanup -------------------------------------------------
 
-# podman with all of its state under $1 (no systemd, no events, no cgroup manager).
-podman_in() {
-	local d=$1
-	shift
-	podman --root "$d/root" --runroot "$d/run" --tmpdir "$d/libpod" \
-		--storage-driver overlay --cgroup-manager cgroupfs --events-backend none "$@"
-}
 
-# Mount points at or below $1, deepest first.
-mounts_under() {
-	awk -v d="$1" '$5 == d || index($5, d "/") == 1 { print length($5), $5 }' /proc/self/mountinfo |
-		sort -rn | cut -d' ' -f2-
-}
 
 # Removes a directory completely: podman state reset, mounts gone, files gone.
 wipe() {
@@ -99,24 +84,9 @@ wipe() {
 }
 
 W=$(mktemp -d "${BENCH_TMP:-/var/tmp}/berth-run.XXXXXX")
-DOCKERD_PID=
-stop_dockerd() {
-	[[ -n $DOCKERD_PID ]] || return 0
-	if kill -0 "$DOCKERD_PID" 2>/dev/null; then
-		kill -TERM "$DOCKERD_PID" 2>/dev/null || true
-		local i
-		for ((i = 0; i < 300; i++)); do
-			kill -0 "$DOCKERD_PID" 2>/dev/null || break
-			sleep 0.1
-		done
-		kill -KILL "$DOCKERD_PID" 2>/dev/null || true
-	fi
-	wait "$DOCKERD_PID" 2>/dev/null || true
-	DOCKERD_PID=
-}
 cleanup() {
 	local d
-	stop_dockerd
+	dockerd_stop "$W"
 	for d in "$W"/*; do wipe "$d"; done
 	wipe "$W"
 }
@@ -241,40 +211,6 @@ fi
 HAVE_DOCKER=0 HAVE_PODMAN=0
 DSOCK=unix://$W/docker.sock
 
-start_dockerd() {
-	command -v "$DOCKERD" >/dev/null || {
-		log "docker: $DOCKERD not found (apt-get install docker.io); skipping docker"
-		return 1
-	}
-	command -v "$DOCKER" >/dev/null || {
-		log "docker: client $DOCKER not found; skipping docker"
-		return 1
-	}
-	mkdir -p "$W/docker" "$W/dexec"
-	echo '{}' >"$W/daemon.json"
-	"$DOCKERD" --config-file "$W/daemon.json" --data-root "$W/docker" --exec-root "$W/dexec" \
-		--host "$DSOCK" --pidfile "$W/docker.pid" --bridge none --iptables=false \
-		--ip6tables=false --ip-masq=false --userland-proxy=false \
-		>"$W/dockerd.log" 2>&1 &
-	DOCKERD_PID=$!
-	local i
-	for ((i = 0; i < 600; i++)); do
-		if ! kill -0 "$DOCKERD_PID" 2>/dev/null; then
-			wait "$DOCKERD_PID" 2>/dev/null || true
-			DOCKERD_PID=
-			log "docker: dockerd exited while starting; its last lines:"
-			tail -n 15 "$W/dockerd.log" | sed 's/^/    /' >&2
-			return 1
-		fi
-		"$DOCKER" -H "$DSOCK" version >/dev/null 2>&1 && return 0
-		sleep 0.1
-	done
-	log "docker: dockerd did not answer on $DSOCK within 60 s; its last lines:"
-	tail -n 15 "$W/dockerd.log" | sed 's/^/    /' >&2
-	stop_dockerd
-	return 1
-}
-
 # Finds `podman run` flags that work here (prints them) or fails. podman sets
 # RLIMIT_NOFILE/NPROC in the container above this machine's hard limits by default,
 # which fails without CAP_SYS_RESOURCE; then the limits are pinned to what we have.
@@ -303,7 +239,7 @@ podman_probe() {
 for peer in $PEERS; do
 	case $peer in
 	docker)
-		if start_dockerd; then
+		if dockerd_start "$W"; then
 			if "$DOCKER" -H "$DSOCK" load -q -i "$DARCH" >/dev/null &&
 				"$DOCKER" -H "$DSOCK" run --rm --network none busybox true; then
 				HAVE_DOCKER=1
