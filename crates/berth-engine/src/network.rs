@@ -10,6 +10,12 @@
 //! address; the state goes to `<container>/net.json`. When the process exits
 //! (and on `rm`, for a container whose monitor died), [`detach`] runs CNI DEL,
 //! which releases the lease, veth and port mappings, and unmounts the pin.
+//!
+//! `network connect` adds eth1, eth2… to a running container (CNI ADD in the
+//! pin, [`Link`]s in net.json's `connected`); `network disconnect` and
+//! [`detach`] DEL them. On user networks (not `bridge`) containers resolve
+//! each other by name through the network's DNS responder ([`dns`]), which
+//! their resolv.conf names (the gateway).
 
 use std::fs;
 use std::path::{Path, PathBuf};
@@ -20,7 +26,9 @@ use oci_spec::runtime::{LinuxNamespaceBuilder, LinuxNamespaceType, Mount, MountB
 use serde::{Deserialize, Serialize};
 
 use crate::Engine;
-use crate::containers::Container;
+use crate::containers::{Container, Status};
+
+pub mod dns;
 use crate::spec::{RunOptions, SpecError};
 
 /// The interface name inside the container.
@@ -65,7 +73,36 @@ impl Mode {
     }
 }
 
-/// A running container's network state (`<container>/net.json`).
+/// One further network a running container was connected to (`network
+/// connect`): its interface is eth1, eth2…
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+#[serde(default)]
+pub struct Link {
+    /// Network name.
+    pub network: String,
+    /// Network ID.
+    pub network_id: String,
+    /// Interface inside the container.
+    pub ifname: String,
+    /// Address.
+    pub ip: String,
+    /// Prefix length.
+    pub prefix: u8,
+    /// Gateway.
+    pub gateway: String,
+    /// MAC address.
+    pub mac: String,
+    /// `--alias`es on this network.
+    pub aliases: Vec<String>,
+    /// `--ip` asked for.
+    pub requested_ip: Option<String>,
+    /// The CNI result (DEL's prevResult).
+    pub result: Option<CniResult>,
+}
+
+/// A running container's network state (`<container>/net.json`): the network
+/// it was started on (eth0, the top-level fields) and the ones connected since
+/// (`connected`, eth1…). CNI DEL runs for every one of them on stop/rm.
 #[derive(Clone, Debug, Default, Serialize, Deserialize)]
 #[serde(default)]
 pub struct NetState {
@@ -87,6 +124,32 @@ pub struct NetState {
     pub ports: Vec<PortMapping>,
     /// The CNI result (DEL's prevResult).
     pub result: Option<CniResult>,
+    /// Networks connected while running (`network connect`).
+    pub connected: Vec<Link>,
+}
+
+impl NetState {
+    /// Every attachment as a [`Link`]: eth0 first (with `aliases`, the
+    /// container's `--network-alias`), then the connected ones.
+    pub fn links(&self, aliases: &[String]) -> Vec<Link> {
+        let mut out = Vec::new();
+        if !self.network.is_empty() {
+            out.push(Link {
+                network: self.network.clone(),
+                network_id: self.network_id.clone(),
+                ifname: IFNAME.into(),
+                ip: self.ip.clone(),
+                prefix: self.prefix,
+                gateway: self.gateway.clone(),
+                mac: self.mac.clone(),
+                aliases: aliases.to_vec(),
+                requested_ip: None,
+                result: self.result.clone(),
+            });
+        }
+        out.extend(self.connected.iter().cloned());
+        out
+    }
 }
 
 fn net_err(e: NetError) -> SpecError {
@@ -109,6 +172,8 @@ pub struct Plan {
     mode: Mode,
     /// Namespace path to join (container: mode).
     join: Option<PathBuf>,
+    /// The network's DNS responder (user networks: the gateway).
+    nameserver: Option<String>,
 }
 
 impl Engine {
@@ -122,13 +187,19 @@ impl Engine {
         self.root().join("netns").join(id)
     }
 
-    /// Names of containers (any state) attached to a network.
+    /// Names of containers (any state) attached to a network: started on it,
+    /// or connected to it while running.
     pub fn network_users(&self, name: &str) -> Vec<String> {
         self.containers()
             .list()
             .unwrap_or_default()
             .into_iter()
-            .filter(|c| Mode::parse(c.options.network.as_deref()) == Mode::Network(name.into()))
+            .filter(|c| {
+                Mode::parse(c.options.network.as_deref()) == Mode::Network(name.into())
+                    || self
+                        .net_state(&c.id)
+                        .is_some_and(|s| s.connected.iter().any(|l| l.network == name))
+            })
             .map(|c| c.name)
             .collect()
     }
@@ -150,6 +221,7 @@ pub fn plan(engine: &Engine, o: &RunOptions) -> Result<Plan, SpecError> {
     }
     check_ports_free(engine, &wanted)?;
     let mut join = None;
+    let mut nameserver = None;
     match &mode {
         Mode::Network(n) => {
             let net = if n == berth_net::networks::DEFAULT {
@@ -157,6 +229,9 @@ pub fn plan(engine: &Engine, o: &RunOptions) -> Result<Plan, SpecError> {
             } else {
                 engine.networks().get(n).map_err(net_err)?
             };
+            if net.name != berth_net::networks::DEFAULT {
+                nameserver = Some(net.gateway.clone());
+            }
             if let Some(ip) = &o.ip {
                 let a: std::net::Ipv4Addr = ip
                     .parse()
@@ -188,7 +263,11 @@ pub fn plan(engine: &Engine, o: &RunOptions) -> Result<Plan, SpecError> {
             mode.name()
         )));
     }
-    Ok(Plan { mode, join })
+    Ok(Plan {
+        mode,
+        join,
+        nameserver,
+    })
 }
 
 /// Refuses fixed host ports another container publishes or a host process
@@ -279,7 +358,13 @@ impl Plan {
         fs::write(&p, format!("{hostname}\n")).map_err(io(&p))?;
         let p = dir.join("resolv.conf");
         let host = fs::read_to_string("/etc/resolv.conf").unwrap_or_default();
-        fs::write(&p, resolv_conf(&host, &o.dns, self.mode == Mode::Host)).map_err(io(&p))
+        // On a user network the network's responder (which forwards what is
+        // not a container's name), unless --dns says otherwise.
+        let dns = match &self.nameserver {
+            Some(gw) if o.dns.is_empty() => vec![gw.clone()],
+            _ => o.dns.clone(),
+        };
+        fs::write(&p, resolv_conf(&host, &dns, self.mode == Mode::Host)).map_err(io(&p))
     }
 }
 
@@ -415,6 +500,12 @@ pub fn attach(engine: &Engine, c: &Container, pid: i32) -> Result<(), String> {
         }
         state.result = Some(result);
         write_state(engine, &c.id, &state)?;
+        if net.name != berth_net::networks::DEFAULT {
+            // Name resolution: the network's responder, started if it does not
+            // run. Not fatal: the container works without names (the reason
+            // is in the network's dns.err).
+            let _ = dns::ensure(engine, &net.name);
+        }
         let dir = engine.containers().dir(&c.id);
         let hostname = fs::read_to_string(dir.join("hostname")).unwrap_or_default();
         let hs = hosts(&c.options, hostname.trim(), Some(&state.ip), false);
@@ -454,6 +545,9 @@ pub fn detach(engine: &Engine, id: &str) {
     let path = engine.netns_path(id);
     if let Some(state) = engine.net_state(id) {
         let nets = engine.networks();
+        for l in state.connected.iter().rev() {
+            del_link(engine, id, &path, l);
+        }
         if let Ok(net) = nets.get(&state.network)
             && let Ok(list) = nets.conflist(&net)
         {
@@ -478,6 +572,183 @@ pub fn detach(engine: &Engine, id: &str) {
     let _ = netns::unpin(&path);
 }
 
+fn del_link(engine: &Engine, id: &str, netns: &Path, l: &Link) {
+    let nets = engine.networks();
+    if let Ok(net) = nets.get(&l.network)
+        && let Ok(list) = nets.conflist(&net)
+    {
+        let a = cni::Attachment {
+            container_id: id,
+            netns,
+            ifname: &l.ifname,
+            runtime_config: Default::default(),
+        };
+        let list = without_unused_portmap(list, &[]);
+        let _ = cni::del(&list, l.result.as_ref(), &a);
+    }
+}
+
+/// `network connect [--ip] [--alias] NETWORK CONTAINER`: a running
+/// container gets one more interface (eth1, eth2…) on `network` (CNI ADD in
+/// its pinned namespace), recorded in its net.json so stop/rm DEL it.
+pub fn connect(
+    engine: &Engine,
+    network: &str,
+    container: &str,
+    ip: Option<&str>,
+    aliases: &[String],
+) -> Result<Link, String> {
+    let c = engine
+        .containers()
+        .resolve(container)
+        .map_err(|e| e.to_string())?;
+    let nets = engine.networks();
+    let net = if network == berth_net::networks::DEFAULT {
+        nets.ensure_default()
+    } else {
+        nets.get(network)
+    }
+    .map_err(|e| e.to_string())?;
+    let mode = Mode::parse(c.options.network.as_deref());
+    if !matches!(mode, Mode::Network(_)) {
+        return Err(format!(
+            "container cannot be connected to network {} in {} network mode",
+            net.name,
+            mode.name()
+        ));
+    }
+    let mut state = match engine.net_state(&c.id) {
+        Some(s) if c.state.status == Some(Status::Running) => s,
+        _ => return Err(format!("container {} is not running", c.name)),
+    };
+    let links = state.links(&c.options.network_alias);
+    if links.iter().any(|l| l.network == net.name) {
+        return Err(format!(
+            "endpoint with name {} already exists in network {}",
+            c.name, net.name
+        ));
+    }
+    if let Some(ip) = ip {
+        let a: std::net::Ipv4Addr = ip
+            .parse()
+            .map_err(|_| format!("invalid IPv4 address: {ip}"))?;
+        if !net.net().is_some_and(|s| s.contains(a)) {
+            return Err(format!(
+                "invalid address {ip}: it does not belong to the network's subnet {}",
+                net.subnet
+            ));
+        }
+    }
+    let ifname = (1..)
+        .map(|i| format!("eth{i}"))
+        .find(|n| !links.iter().any(|l| &l.ifname == n))
+        .expect("a free name");
+    let mut link = Link {
+        network: net.name.clone(),
+        network_id: net.id.clone(),
+        ifname: ifname.clone(),
+        aliases: aliases.to_vec(),
+        requested_ip: ip.map(str::to_string),
+        ..Default::default()
+    };
+    // Recorded before ADD, so a DEL follows whatever happens next.
+    state.connected.push(link.clone());
+    write_state(engine, &c.id, &state)?;
+    let mut list = without_unused_portmap(nets.conflist(&net).map_err(|e| e.to_string())?, &[]);
+    // The default route stays the first network's (Docker's behaviour).
+    if let Some(ipam) = list["plugins"][0]["ipam"].as_object_mut() {
+        ipam.remove("routes");
+    }
+    if let Some(ip) = ip {
+        list["plugins"][0]["ipam"]["ranges"][0][0]["rangeStart"] = ip.into();
+        list["plugins"][0]["ipam"]["ranges"][0][0]["rangeEnd"] = ip.into();
+    }
+    let a = cni::Attachment {
+        container_id: &c.id,
+        netns: &state.netns,
+        ifname: &ifname,
+        runtime_config: Default::default(),
+    };
+    let result = match cni::add(&list, &a) {
+        Ok(r) => r,
+        Err(e) => {
+            del_link(engine, &c.id, &state.netns, &link);
+            state.connected.retain(|l| l.ifname != ifname);
+            let _ = write_state(engine, &c.id, &state);
+            return Err(e.to_string());
+        }
+    };
+    if let Some((ip, prefix, gw, mac)) = result.address_of(&ifname) {
+        link.ip = ip;
+        link.prefix = prefix;
+        link.gateway = if gw.is_empty() {
+            net.gateway.clone()
+        } else {
+            gw
+        };
+        link.mac = mac;
+    }
+    link.result = Some(result);
+    if let Some(l) = state.connected.iter_mut().find(|l| l.ifname == ifname) {
+        *l = link.clone();
+    }
+    write_state(engine, &c.id, &state)?;
+    if net.name != berth_net::networks::DEFAULT {
+        let _ = dns::ensure(engine, &net.name);
+    }
+    Ok(link)
+}
+
+/// `network disconnect [-f] NETWORK CONTAINER`: CNI DEL of a network the
+/// container was connected to while running. The network it was started on
+/// (eth0) stays: berth does not disconnect that one.
+pub fn disconnect(
+    engine: &Engine,
+    network: &str,
+    container: &str,
+    force: bool,
+) -> Result<(), String> {
+    let c = match engine.containers().resolve(container) {
+        Ok(c) => c,
+        Err(_) if force => return Ok(()),
+        Err(e) => return Err(e.to_string()),
+    };
+    let name = engine
+        .networks()
+        .get(network)
+        .map(|n| n.name)
+        .unwrap_or_else(|_| network.to_string());
+    let Some(mut state) = engine.net_state(&c.id) else {
+        return if force {
+            Ok(())
+        } else {
+            Err(format!(
+                "container {} is not connected to network {name}",
+                c.name
+            ))
+        };
+    };
+    let Some(link) = state.connected.iter().find(|l| l.network == name).cloned() else {
+        if state.network == name && !force {
+            return Err(format!(
+                "container {} was started on network {name}; disconnecting that one is not supported",
+                c.name
+            ));
+        }
+        return if force {
+            Ok(())
+        } else {
+            Err(format!(
+                "container {} is not connected to network {name}",
+                c.name
+            ))
+        };
+    };
+    del_link(engine, &c.id, &state.netns, &link);
+    state.connected.retain(|l| l.ifname != link.ifname);
+    write_state(engine, &c.id, &state)
+}
+
 /// Namespace pins whose container is gone (a crash between `attach` and
 /// `detach` of a container removed since): unmounted and removed.
 pub fn clean_leftovers(engine: &Engine) {
@@ -497,6 +768,9 @@ pub fn clean_leftovers(engine: &Engine) {
 pub fn prune(engine: &Engine) -> Vec<String> {
     let mut out = Vec::new();
     for n in engine.networks().list() {
+        if n.name != berth_net::networks::DEFAULT && engine.network_users(&n.name).is_empty() {
+            dns::stop(engine, &n.name);
+        }
         if n.name != berth_net::networks::DEFAULT
             && engine.network_users(&n.name).is_empty()
             && engine.networks().remove(&n.name, &[]).is_ok()

@@ -9,8 +9,10 @@
 //! * [`ports`]: `-p/--publish` specs, turned into the portmap plugin's
 //!   `portMappings`.
 //! * [`netns`]: network namespaces kept as bind mounts of `/proc/PID/ns/net`.
+//! * [`dns`]: the per-network DNS responder (container names, forwarding).
 
 pub mod cni;
+pub mod dns;
 pub mod netns;
 pub mod networks;
 pub mod ports;

@@ -112,6 +112,9 @@ enum Command {
     /// The per-container monitor (internal).
     #[command(name = "__monitor", hide = true)]
     Monitor(cmd::containers::MonitorArgs),
+    /// A user network's DNS responder (internal).
+    #[command(name = "__dns", hide = true)]
+    Dns(cmd::network::DnsArgs),
     /// Manage berth's state as a whole.
     #[command(subcommand)]
     System(cmd::system::SystemCommand),
@@ -173,6 +176,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Logs(a) => cmd::containers::logs(&root, a),
         Command::Wait(a) => cmd::containers::wait(&root, a),
         Command::Monitor(a) => cmd::containers::monitor(&root, a),
+        Command::Dns(a) => cmd::network::dns(&root, a),
         Command::Runtime(a) => a.run(),
         Command::Exec(a) => cmd::containers::exec(&root, a),
         Command::Cp(a) => cmd::containers::cp(&root, a),

@@ -437,13 +437,14 @@ fn host_network_sees_the_hosts_interfaces() {
     };
     let host = std::fs::read_to_string("/proc/net/dev").unwrap();
     let (theirs, ours) = (names(&out), names(&host));
-    // Every interface the container saw is the host's (others may come and go
-    // while parallel tests run).
+    // Every interface the container saw is the host's (veths and the bridges
+    // of other tests' networks may come and go while parallel tests run).
     assert!(
         theirs.len() > 1
             && theirs
                 .iter()
-                .all(|n| ours.contains(n) || n.starts_with("veth")),
+                .all(|n| ours.contains(n)
+                    || ["veth", "br-", "berth"].iter().any(|p| n.starts_with(p))),
         "{theirs:?} vs {ours:?}"
     );
     assert!(s.inspect_settings_mode("host"));
@@ -491,25 +492,45 @@ fn container_mode_shares_a_stack() {
 }
 
 #[test]
-fn fifty_cycles_leave_no_lease_veth_or_pin() {
+fn two_hundred_cycles_leave_no_lease_veth_pin_or_responder() {
     let s = Net::new();
     s.create_network("cyc", 3);
     let bridge = s.network("cyc")["bridge"].as_str().unwrap().to_string();
-    for i in 0..50 {
-        let id = s.ok(&["create", "--network", "cyc", "busybox", "sleep", "30"]);
-        let id = id.trim();
-        s.ok(&["start", id]);
-        if i == 0 {
-            assert_eq!(s.leases("cyc"), 1);
-            assert_eq!(ports_of(&bridge).len(), 1);
-            assert_eq!(s.netns_pins(), 1);
+    let id = s.ok(&["create", "--network", "cyc", "busybox", "sleep", "30"]);
+    s.ok(&["start", id.trim()]);
+    assert_eq!(s.leases("cyc"), 1);
+    assert_eq!(ports_of(&bridge).len(), 1);
+    assert_eq!(s.netns_pins(), 1);
+    s.ok(&["rm", "-f", id.trim()]);
+    assert_eq!(s.leases("cyc"), 0);
+    // 200 cycles in 4 concurrent lanes of 50 (under a minute on 2 busy cores,
+    // and attach/detach race each other on the same IPAM store and responder).
+    std::thread::scope(|sc| {
+        for lane in 0..4 {
+            let s = &s;
+            sc.spawn(move || {
+                for i in 0..50 {
+                    let id = s.ok(&["create", "--network", "cyc", "busybox", "sleep", "30"]);
+                    let id = id.trim();
+                    s.ok(&["start", id]);
+                    s.ok(&["rm", "-f", id]);
+                    assert!(s.leases("cyc") <= 4, "lane {lane} cycle {i}");
+                }
+            });
         }
-        s.ok(&["rm", "-f", id]);
-        assert_eq!(s.leases("cyc"), 0, "cycle {i}");
-    }
+    });
+    assert_eq!(s.leases("cyc"), 0);
     assert!(ports_of(&bridge).is_empty());
     assert_eq!(s.netns_pins(), 0);
     assert!(mounts_under(&s.root()).iter().all(|m| !m.contains("nsfs")));
+    // The network's DNS responder ends once nothing is attached.
+    for _ in 0..60 {
+        if s.dns_pid("cyc").is_none() {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    assert_eq!(s.dns_pid("cyc"), None);
 }
 
 #[test]
@@ -714,4 +735,260 @@ fn fixed_ip_alias_and_internal_network() {
     assert!(!out.contains("default"), "{out}");
     assert!(out.contains("dev eth0"), "{out}");
     assert_eq!(s.leases("plain"), 0);
+}
+
+impl Net {
+    fn gateway(&self, net: &str) -> String {
+        self.network(net)["gateway"].as_str().unwrap().to_string()
+    }
+
+    /// The PID of a network's DNS responder, if it runs.
+    fn dns_pid(&self, net: &str) -> Option<i32> {
+        let pid: i32 =
+            std::fs::read_to_string(self.s.root().join(format!("networks/{net}/dns.pid")))
+                .ok()?
+                .trim()
+                .parse()
+                .ok()?;
+        alive(pid).then_some(pid)
+    }
+}
+
+/// A process that exists and is not a zombie.
+fn alive(pid: i32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|s| {
+        s.rsplit(')')
+            .next()
+            .is_some_and(|r| !r.trim_start().starts_with('Z'))
+    })
+}
+
+/// `nslookup NAME SERVER` inside a running container: the addresses it printed
+/// after the name (empty if it did not resolve).
+fn lookup(s: &Net, container: &str, name: &str, server: &str) -> String {
+    let r = s.run(&[
+        "exec",
+        container,
+        "sh",
+        "-c",
+        &format!("timeout 5 nslookup {name} {server}"),
+    ]);
+    if r.code != 0 {
+        return String::new();
+    }
+    r.stdout
+        .split(&format!("Name:\t{name}"))
+        .nth(1)
+        .or_else(|| r.stdout.split(&format!("Name: {name}")).nth(1))
+        .unwrap_or_default()
+        .to_string()
+}
+
+#[test]
+fn names_and_aliases_resolve_on_a_user_network_not_on_bridge() {
+    let s = Net::new();
+    s.create_network("dnsnet", 10);
+    let gw = s.gateway("dnsnet");
+    let run = |name: &str, extra: &[&str]| {
+        let mut a = vec!["run", "-d", "--name", name, "--network", "dnsnet"];
+        a.extend_from_slice(extra);
+        a.extend_from_slice(&["busybox", "sleep", "120"]);
+        s.ok(&a);
+        s.inspect(name, "{{.NetworkSettings.IPAddress}}")
+    };
+    let web = run("web", &["--network-alias", "websvc"]);
+    let _client = run("client", &[]);
+    // Started after the client: must resolve too.
+    let late = run("late", &["--network-alias", "latesvc"]);
+    let resolv = s.ok(&["exec", "client", "cat", "/etc/resolv.conf"]);
+    assert!(resolv.contains(&format!("nameserver {gw}")), "{resolv}");
+    assert!(lookup(&s, "client", "web", &gw).contains(&web));
+    assert!(lookup(&s, "client", "websvc", &gw).contains(&web));
+    assert!(lookup(&s, "client", "late", &gw).contains(&late));
+    assert!(lookup(&s, "client", "latesvc", &gw).contains(&late));
+    let short = s.inspect("late", "{{.Id}}")[..12].to_string();
+    assert!(lookup(&s, "client", &short, &gw).contains(&late));
+    // Through resolv.conf, as programs do.
+    let out = s.ok(&["exec", "client", "ping", "-c1", "-W2", "websvc"]);
+    assert!(out.contains(&web), "{out}");
+    // Gone with its container.
+    s.ok(&["rm", "-f", "late"]);
+    assert_eq!(lookup(&s, "client", "late", &gw), "");
+    // No names on the default bridge (no responder on its gateway).
+    s.ok(&[
+        "run",
+        "-d",
+        "--name",
+        "bweb",
+        "--network",
+        "bridge",
+        "busybox",
+        "sleep",
+        "60",
+    ]);
+    s.ok(&[
+        "run",
+        "-d",
+        "--name",
+        "bcli",
+        "--network",
+        "bridge",
+        "busybox",
+        "sleep",
+        "60",
+    ]);
+    let bgw = s.gateway("bridge");
+    let resolv = s.ok(&["exec", "bcli", "cat", "/etc/resolv.conf"]);
+    assert!(!resolv.contains(&bgw), "{resolv}");
+    assert_eq!(lookup(&s, "bcli", "bweb", &bgw), "");
+    assert!(s.dns_pid("bridge").is_none());
+    // The responder ends once the network has no container left.
+    let pid = s.dns_pid("dnsnet").expect("a responder");
+    s.ok(&["rm", "-f", "web", "client"]);
+    for _ in 0..60 {
+        if !alive(pid) {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    assert!(!alive(pid), "responder {pid} still runs");
+}
+
+/// A fake upstream resolver on 127.0.0.1 that answers every A query with
+/// 192.0.2.44; returns its address.
+fn fake_upstream() -> std::net::SocketAddr {
+    let sock = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    let addr = sock.local_addr().unwrap();
+    std::thread::spawn(move || {
+        let mut buf = [0u8; 512];
+        while let Ok((n, from)) = sock.recv_from(&mut buf) {
+            if n < 12 {
+                continue;
+            }
+            let mut r = buf[..n].to_vec();
+            r[2] |= 0x80; // QR
+            r[3] = 0x80; // RA, NOERROR
+            let is_a = r[n - 4..n - 2] == [0, 1];
+            if is_a {
+                r[7] = 1; // ANCOUNT
+                r.extend_from_slice(&[0xc0, 12, 0, 1, 0, 1, 0, 0, 0, 60, 0, 4, 192, 0, 2, 44]);
+            }
+            let _ = sock.send_to(&r, from);
+        }
+    });
+    addr
+}
+
+#[test]
+fn other_names_are_forwarded_upstream() {
+    let s = Net::new();
+    s.create_network("fwd", 11);
+    let gw = s.gateway("fwd");
+    let up = fake_upstream();
+    let out = s
+        .cmd(&[
+            "run",
+            "-d",
+            "--name",
+            "c",
+            "--network",
+            "fwd",
+            "busybox",
+            "sleep",
+            "60",
+        ])
+        .env("BERTH_DNS_UPSTREAM", up.to_string())
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    assert!(lookup(&s, "c", "outside.example", &gw).contains("192.0.2.44"));
+}
+
+#[test]
+fn connect_and_disconnect_a_running_container() {
+    let s = Net::new();
+    let sub_b = s.create_network("netb", 12);
+    s.create_network("neta", 13);
+    s.ok(&[
+        "run",
+        "-d",
+        "--name",
+        "srv",
+        "--network",
+        "netb",
+        "busybox",
+        "sh",
+        "-c",
+        "echo on-b > /tmp/i; httpd -f -p 80 -h /tmp",
+    ]);
+    let srv = s.inspect("srv", "{{.NetworkSettings.IPAddress}}");
+    s.ok(&[
+        "run",
+        "-d",
+        "--name",
+        "cli",
+        "--network",
+        "neta",
+        "busybox",
+        "sleep",
+        "120",
+    ]);
+    let fixed = format!("{}.99", &sub_b[..sub_b.rfind('.').unwrap()]);
+    s.ok(&[
+        "network", "connect", "--ip", &fixed, "--alias", "clib", "netb", "cli",
+    ]);
+    let out = s.ok(&["exec", "cli", "ip", "-4", "-o", "addr", "show", "eth1"]);
+    assert!(out.contains(&format!("inet {fixed}/24")), "{out}");
+    let out = s.ok(&[
+        "exec",
+        "cli",
+        "sh",
+        "-c",
+        &format!("for i in 1 2 3 4 5; do printf 'GET /i HTTP/1.0\\r\\n\\r\\n' | nc -w 2 {srv} 80 && break; sleep 0.2; done; ip route"),
+    ]);
+    assert!(out.contains("on-b"), "{out}");
+    // The default route stays the first network's.
+    assert_eq!(out.matches("default via").count(), 1, "{out}");
+    // inspect shows both networks; the network shows the container.
+    let nets = s.inspect("cli", "{{json .NetworkSettings.Networks}}");
+    let v: Value = serde_json::from_str(&nets).unwrap();
+    assert!(!v["neta"]["IPAddress"].as_str().unwrap().is_empty());
+    assert_eq!(v["netb"]["IPAddress"], fixed.as_str());
+    let v: Value = serde_json::from_str(&s.ok(&["network", "inspect", "netb"])).unwrap();
+    assert_eq!(v[0]["Containers"].as_object().unwrap().len(), 2);
+    // Names on netb include the connected container's alias.
+    let gwb = s.gateway("netb");
+    let got = lookup(&s, "srv", "clib", &gwb);
+    assert!(
+        got.contains(&fixed),
+        "{got:?} {:?} {:?}",
+        {
+            let r = s.run(&["exec", "srv", "nslookup", "clib", &gwb]);
+            (r.code, r.stdout, r.stderr)
+        },
+        s.dns_pid("netb")
+    );
+    // Bad input.
+    let err = s.fails(&["network", "connect", "netb", "cli"]);
+    assert!(err.contains("already exists"), "{err}");
+    let err = s.fails(&["network", "connect", "nope", "cli"]);
+    assert!(err.contains("not found"), "{err}");
+    // A network in use by a connected container cannot be removed.
+    s.fails(&["network", "rm", "netb"]);
+    assert_eq!(s.leases("netb"), 2);
+    s.ok(&["network", "disconnect", "netb", "cli"]);
+    let out = s.ok(&["exec", "cli", "ip", "-o", "link"]);
+    assert!(!out.contains("eth1"), "{out}");
+    assert_eq!(s.leases("netb"), 1);
+    let err = s.fails(&["network", "disconnect", "netb", "cli"]);
+    assert!(err.contains("not connected"), "{err}");
+    s.ok(&["network", "disconnect", "-f", "netb", "cli"]);
+    // Connected, then removed without disconnecting: every attachment is released.
+    s.ok(&["network", "connect", "netb", "cli"]);
+    assert_eq!(s.leases("netb"), 2);
+    s.ok(&["rm", "-f", "cli"]);
+    assert_eq!(s.leases("netb"), 1);
+    assert_eq!(s.leases("neta"), 0);
+    let bridge = s.network("neta")["bridge"].as_str().unwrap().to_string();
+    assert!(ports_of(&bridge).is_empty());
 }

@@ -26,6 +26,78 @@ pub enum NetworkCommand {
     Rm(NamesArgs),
     /// Remove every network no container uses.
     Prune(PruneArgs),
+    /// Connect a running container to a network.
+    Connect(ConnectArgs),
+    /// Disconnect a container from a network it was connected to.
+    Disconnect(DisconnectArgs),
+}
+
+#[derive(Args)]
+pub struct ConnectArgs {
+    /// IPv4 address on the network.
+    #[arg(long)]
+    ip: Option<String>,
+    /// Names the container also resolves as on this network.
+    #[arg(long)]
+    alias: Vec<String>,
+    /// Network.
+    network: String,
+    /// Container.
+    container: String,
+}
+
+#[derive(Args)]
+pub struct DisconnectArgs {
+    /// No error if the container or the attachment is gone.
+    #[arg(short, long)]
+    force: bool,
+    /// Network.
+    network: String,
+    /// Container.
+    container: String,
+}
+
+#[derive(Args)]
+pub struct DnsArgs {
+    /// The network.
+    network: String,
+}
+
+/// `__dns NETWORK`: the network's DNS responder (see
+/// berth_engine::network::dns). Detaches itself: the process the engine
+/// started exits once the responder listens (status 0) or failed (1), and the
+/// responder, now an orphan, serves until its network is unused.
+pub fn dns(root: &Path, a: DnsArgs) -> anyhow::Result<ExitCode> {
+    use std::io::{Read, Write};
+    // Nothing inherited stays open (the monitor's start pipe, for one: `start`
+    // would wait for it to close).
+    // SAFETY: close_range with integer arguments; no descriptor of ours is open above 2.
+    unsafe { libc::syscall(libc::SYS_close_range, 3u32, u32::MAX, 0u32) };
+    let (mut r, w) = std::io::pipe()?;
+    // SAFETY: fork while single-threaded (nothing has started a thread yet).
+    match unsafe { libc::fork() } {
+        -1 => Err(std::io::Error::last_os_error().into()),
+        0 => {
+            drop(r);
+            let mut w = Some(w);
+            berth_engine::network::dns::serve(root, &a.network, |res| {
+                if let Some(mut w) = w.take() {
+                    let _ = w.write_all(if res.is_ok() { b"1" } else { b"0" });
+                }
+            });
+            Ok(ExitCode::SUCCESS)
+        }
+        _ => {
+            drop(w);
+            let mut b = [0u8; 1];
+            let ok = r.read(&mut b).ok() == Some(1) && b[0] == b'1';
+            Ok(if ok {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::from(1)
+            })
+        }
+    }
 }
 
 #[derive(Args)]
@@ -101,16 +173,22 @@ fn engine(root: &Path) -> anyhow::Result<Engine> {
 fn network_json(e: &Engine, n: &Network) -> Value {
     let mut containers = serde_json::Map::new();
     for c in e.containers().list().unwrap_or_default() {
-        if Mode::parse(c.options.network.as_deref()) != Mode::Network(n.name.clone()) {
+        let st = e.net_state(&c.id).unwrap_or_default();
+        let link = st
+            .links(&c.options.network_alias)
+            .into_iter()
+            .find(|l| l.network == n.name);
+        let started_on = Mode::parse(c.options.network.as_deref()) == Mode::Network(n.name.clone());
+        if link.is_none() && !started_on {
             continue;
         }
-        let st = e.net_state(&c.id).unwrap_or_default();
+        let l = link.unwrap_or_default();
         containers.insert(
             c.id.clone(),
             json!({
                 "Name": c.name,
-                "MacAddress": st.mac,
-                "IPv4Address": if st.ip.is_empty() { String::new() } else { format!("{}/{}", st.ip, st.prefix) },
+                "MacAddress": l.mac,
+                "IPv4Address": if l.ip.is_empty() { String::new() } else { format!("{}/{}", l.ip, l.prefix) },
             }),
         );
     }
@@ -215,9 +293,13 @@ pub fn network(root: &Path, c: NetworkCommand) -> anyhow::Result<ExitCode> {
                     Ok(net) if net.name == berth_net::networks::DEFAULT => Err(anyhow::anyhow!(
                         "bridge is a pre-defined network and cannot be removed"
                     )),
-                    Ok(net) => nets
-                        .remove(&net.name, &e.network_users(&net.name))
-                        .map_err(Into::into),
+                    Ok(net) => {
+                        let users = e.network_users(&net.name);
+                        if users.is_empty() {
+                            berth_engine::network::dns::stop(&e, &net.name);
+                        }
+                        nets.remove(&net.name, &users).map_err(Into::into)
+                    }
                     Err(err) => Err(err.into()),
                 };
                 match r {
@@ -229,6 +311,14 @@ pub fn network(root: &Path, c: NetworkCommand) -> anyhow::Result<ExitCode> {
                 }
             }
             return Ok(code);
+        }
+        NetworkCommand::Connect(a) => {
+            berth_engine::network::connect(&e, &a.network, &a.container, a.ip.as_deref(), &a.alias)
+                .map_err(|m| anyhow::anyhow!(m))?;
+        }
+        NetworkCommand::Disconnect(a) => {
+            berth_engine::network::disconnect(&e, &a.network, &a.container, a.force)
+                .map_err(|m| anyhow::anyhow!(m))?;
         }
         NetworkCommand::Prune(_) => {
             let removed = berth_engine::network::prune(&e);
@@ -298,6 +388,20 @@ pub fn settings(e: &Engine, c: &Container) -> Value {
                 "Aliases": c.options.network_alias,
             }),
         );
+        // Networks connected while running (`network connect`).
+        for l in &st.connected {
+            networks.insert(
+                l.network.clone(),
+                json!({
+                    "NetworkID": l.network_id,
+                    "IPAddress": l.ip,
+                    "IPPrefixLen": l.prefix,
+                    "Gateway": l.gateway,
+                    "MacAddress": l.mac,
+                    "Aliases": l.aliases,
+                }),
+            );
+        }
     } else {
         networks.insert(mode.name(), json!({}));
     }
