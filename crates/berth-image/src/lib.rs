@@ -23,6 +23,6 @@ pub use digest::Digest;
 pub use meta::ImageRecord;
 pub use reference::Reference;
 pub use store::{
-    ImageError, ImageStore, ImageSummary, ImageUsage, Ingest, IngestedLayer, Problem, Removed,
-    rfc3339,
+    HistoryEntry, ImageError, ImageStore, ImageSummary, ImageUsage, Ingest, IngestedLayer, Problem,
+    Removed, rfc3339,
 };

@@ -129,6 +129,21 @@ pub enum Removed {
     Deleted(Digest),
 }
 
+/// One line of `history`.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct HistoryEntry {
+    /// RFC 3339, as recorded.
+    pub created: String,
+    /// The instruction or command that made it.
+    pub created_by: String,
+    /// Its comment.
+    pub comment: String,
+    /// Unpacked size of the layer it made (0 for none).
+    pub size: u64,
+    /// It made no layer.
+    pub empty_layer: bool,
+}
+
 /// Space used by images, for `system df`.
 #[derive(Clone, Debug, Default, Serialize)]
 pub struct ImageUsage {
@@ -340,6 +355,47 @@ impl ImageStore {
             },
             "Metadata": { "LastTagTime": "" },
         }))
+    }
+
+    /// `history`: the image's history entries, newest first, each with the unpacked
+    /// size of the layer it made (0 for entries that made none, as `empty_layer`
+    /// says). An image without history gets one entry per layer.
+    pub fn history(&self, name: &str) -> Result<(ImageRecord, Vec<HistoryEntry>), ImageError> {
+        let img = self.resolve(name)?;
+        let config = self.config_json(&img)?;
+        let sizes: Vec<u64> = self.meta.read(|t| -> Result<Vec<u64>, ImageError> {
+            img.layers
+                .iter()
+                .map(|l| Ok(t.snapshot(&l.chain_id)?.map_or(0, |s| s.size)))
+                .collect()
+        })?;
+        let mut layers = sizes.into_iter();
+        let mut out = Vec::new();
+        match config["history"].as_array() {
+            Some(h) if !h.is_empty() => {
+                for e in h {
+                    let empty = e["empty_layer"].as_bool().unwrap_or(false);
+                    out.push(HistoryEntry {
+                        created: e["created"].as_str().unwrap_or_default().to_string(),
+                        created_by: e["created_by"].as_str().unwrap_or_default().to_string(),
+                        comment: e["comment"].as_str().unwrap_or_default().to_string(),
+                        size: if empty { 0 } else { layers.next().unwrap_or(0) },
+                        empty_layer: empty,
+                    });
+                }
+            }
+            _ => {
+                for size in layers {
+                    out.push(HistoryEntry {
+                        created: img.created.clone().unwrap_or_default(),
+                        size,
+                        ..Default::default()
+                    });
+                }
+            }
+        }
+        out.reverse();
+        Ok((img, out))
     }
 
     /// `tag SOURCE TARGET`.

@@ -39,6 +39,8 @@ enum Command {
     Inspect(cmd::images::InspectArgs),
     /// Create a tag TARGET_IMAGE that refers to SOURCE_IMAGE.
     Tag(cmd::images::TagArgs),
+    /// Show how an image was made.
+    History(cmd::images::HistoryArgs),
     /// Remove one or more images.
     Rmi(cmd::images::RmiArgs),
     /// Load images from a tar archive (docker-archive or oci-archive) or stdin.
@@ -154,6 +156,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Image(c) => i::image(&root, c),
         Command::Inspect(a) => i::inspect_any(&root, a),
         Command::Tag(a) => i::tag(&root, a),
+        Command::History(a) => i::history(&root, a),
         Command::Rmi(a) => i::rmi(&root, a),
         Command::Load(a) => i::load(&root, a),
         Command::Save(a) => i::save(&root, a),

@@ -139,11 +139,32 @@ CMD ["x"]
     assert_eq!(cfg["OnBuild"], serde_json::json!(["RUN echo hi"]));
     assert_eq!(cfg["Entrypoint"], serde_json::json!(["/bin/echo"]));
     assert_eq!(cfg["Cmd"], serde_json::json!(["x"]));
-    // Config-only steps are empty layers in the history.
-    let out = c
+    // Every step is in the history, newest first; config-only steps made no layer.
+    let hist: Vec<Value> = c
         .store
-        .ok(&["image", "inspect", "--format", "{{json .}}", "cfg:1"]);
-    let _ = out;
+        .ok(&["history", "--no-trunc", "--format", "json", "cfg:1"])
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let ours: Vec<(&str, &str)> = hist
+        .iter()
+        .filter(|h| h["Comment"] == "buildkit.dockerfile.v0")
+        .map(|h| {
+            (
+                h["CreatedBy"].as_str().unwrap(),
+                h["Size"].as_str().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(ours.len(), 14, "ARG adds no entry: {ours:#?}");
+    assert_eq!(ours[0].0, r#"CMD ["x"]"#, "{ours:#?}");
+    assert_eq!(ours[13].0, "ENV A=1 B=\"two words\"", "{ours:#?}");
+    for (by, size) in &ours {
+        // WORKDIR of a directory that did not exist makes a small layer.
+        if !by.starts_with("WORKDIR") {
+            assert_eq!(*size, "0B", "{by}");
+        }
+    }
     let run = c.store.ok(&["run", "--rm", "-u", "0", "cfg:1", "hello"]);
     assert_eq!(run.trim(), "hello");
 }

@@ -1346,11 +1346,12 @@ fn registry_that_always_fails_gives_up_naming_the_blob() {
     );
 }
 
-#[test]
-fn dropped_download_resumes_with_a_range_request() {
+/// Pulls busybox through a proxy that cuts the first GET of its layer halfway (with
+/// `fault`), checks the pulled image is intact, and returns the two layer GETs seen.
+fn pull_with_a_dropped_layer(fault: Fault) -> Vec<Request> {
     let reg = registry_with_busybox();
     let (_, layer) = busybox_digests();
-    let proxy = net::proxy(reg.addr, &layer, Fault::DropOnce);
+    let proxy = net::proxy(reg.addr, &layer, fault);
     let b = Berth::new();
     let r = format!("{}/busybox:latest", proxy.host());
     let d = b.pull(&r);
@@ -1358,6 +1359,12 @@ fn dropped_download_resumes_with_a_range_request() {
     assert_eq!(hits(&proxy), 1);
     let gets = seen(&proxy, "GET", &format!("/blobs/{layer}"));
     assert_eq!(gets.len(), 2, "{gets:#?}");
+    gets
+}
+
+#[test]
+fn dropped_download_resumes_with_a_range_request() {
+    let gets = pull_with_a_dropped_layer(Fault::DropOnce);
     assert_eq!(gets[0].header("range"), None);
     let range = gets[1].header("range").expect("the second GET has a Range");
     let from: u64 = range
@@ -1370,16 +1377,7 @@ fn dropped_download_resumes_with_a_range_request() {
 
 #[test]
 fn resumption_copes_with_a_server_that_ignores_range() {
-    let reg = registry_with_busybox();
-    let (_, layer) = busybox_digests();
-    let proxy = net::proxy(reg.addr, &layer, Fault::DropOnceIgnoreRange);
-    let b = Berth::new();
-    let r = format!("{}/busybox:latest", proxy.host());
-    let d = b.pull(&r);
-    assert_busybox_intact(&b, &r, &d);
-    assert_eq!(hits(&proxy), 1);
-    let gets = seen(&proxy, "GET", &format!("/blobs/{layer}"));
-    assert_eq!(gets.len(), 2, "{gets:#?}");
+    let gets = pull_with_a_dropped_layer(Fault::DropOnceIgnoreRange);
     assert!(gets[1].header("range").is_some());
 }
 

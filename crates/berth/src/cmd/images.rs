@@ -157,6 +157,76 @@ fn engine(root: &Path) -> anyhow::Result<Engine> {
     Ok(Engine::open(root)?)
 }
 
+#[derive(Args)]
+pub struct HistoryArgs {
+    /// Only the image ID of the entries that have one.
+    #[arg(short, long)]
+    quiet: bool,
+    /// Do not shorten IDs and commands.
+    #[arg(long)]
+    no_trunc: bool,
+    /// Output format: table, json, or a Go-style template.
+    #[arg(long)]
+    format: Option<String>,
+    /// Image.
+    name: String,
+}
+
+/// `history IMAGE`: how the image was made, newest first (Docker's columns; only the
+/// top entry has an ID here, the others are `<missing>`, as for a pulled image).
+pub fn history(root: &Path, a: HistoryArgs) -> anyhow::Result<ExitCode> {
+    let e = engine(root)?;
+    let (img, entries) = e.images().history(&a.name)?;
+    let id = if a.no_trunc {
+        img.id.to_string()
+    } else {
+        img.id.short().to_string()
+    };
+    if a.quiet {
+        println!("{id}");
+        for _ in 1..entries.len() {
+            println!("<missing>");
+        }
+        return Ok(ExitCode::SUCCESS);
+    }
+    let rows: Vec<Value> = entries
+        .iter()
+        .enumerate()
+        .map(|(i, h)| {
+            let by = h.created_by.replace('\t', " ");
+            let shown = if a.no_trunc || by.chars().count() <= 45 {
+                by
+            } else {
+                format!("{}…", by.chars().take(44).collect::<String>())
+            };
+            output::row(&[
+                (
+                    "ID",
+                    if i == 0 {
+                        id.clone()
+                    } else {
+                        "<missing>".into()
+                    },
+                ),
+                ("CreatedAt", h.created.clone()),
+                ("CreatedSince", output::ago(Some(&h.created))),
+                ("CreatedBy", shown),
+                ("Size", output::size(h.size)),
+                ("Comment", h.comment.clone()),
+            ])
+        })
+        .collect();
+    let cols = [
+        ("IMAGE", "ID"),
+        ("CREATED", "CreatedSince"),
+        ("CREATED BY", "CreatedBy"),
+        ("SIZE", "Size"),
+        ("COMMENT", "Comment"),
+    ];
+    output::print_rows(&Format::parse(a.format.as_deref()), &cols, &rows);
+    Ok(ExitCode::SUCCESS)
+}
+
 pub fn list(root: &Path, a: ListArgs) -> anyhow::Result<ExitCode> {
     let e = engine(root)?;
     let filter = a
