@@ -1088,13 +1088,40 @@ fn registry_with_busybox() -> Registry {
     reg
 }
 
-#[test]
-fn corrupt_blob_is_refused_naming_its_digest() {
+/// busybox in a fresh registry, behind a proxy that applies `fault` to the GETs of
+/// its layer.
+struct Faulty {
+    /// Kept for the test's length: dropping it stops the registry.
+    _reg: Registry,
+    proxy: net::Proxy,
+    /// The layer's digest.
+    layer: String,
+    /// The image's reference through the proxy.
+    r: String,
+}
+
+fn busybox_behind(fault: Fault) -> Faulty {
     let reg = registry_with_busybox();
     let (_, layer) = busybox_digests();
-    let proxy = net::proxy(reg.addr, &layer, Fault::Corrupt);
-    let b = Berth::new();
+    let proxy = net::proxy(reg.addr, &layer, fault);
     let r = format!("{}/busybox:latest", proxy.host());
+    Faulty {
+        _reg: reg,
+        proxy,
+        layer,
+        r,
+    }
+}
+
+#[test]
+fn corrupt_blob_is_refused_naming_its_digest() {
+    let Faulty {
+        _reg,
+        proxy,
+        layer,
+        r,
+    } = busybox_behind(Fault::Corrupt);
+    let b = Berth::new();
     let hex = &layer["sha256:".len()..];
     b.fails_storing_nothing(
         &["pull", &r],
@@ -1106,11 +1133,13 @@ fn corrupt_blob_is_refused_naming_its_digest() {
 
 #[test]
 fn truncated_blob_is_refused_naming_its_digest() {
-    let reg = registry_with_busybox();
-    let (_, layer) = busybox_digests();
-    let proxy = net::proxy(reg.addr, &layer, Fault::Truncate);
+    let Faulty {
+        _reg,
+        proxy,
+        layer,
+        r,
+    } = busybox_behind(Fault::Truncate);
     let b = Berth::new();
-    let r = format!("{}/busybox:latest", proxy.host());
     let hex = &layer["sha256:".len()..];
     b.fails_storing_nothing(
         &["pull", &r],
@@ -1131,12 +1160,14 @@ fn truncated_blob_is_refused_naming_its_digest() {
 
 #[test]
 fn blob_that_stalls_midway_times_out() {
-    let reg = registry_with_busybox();
-    let (_, layer) = busybox_digests();
-    let proxy = net::proxy(reg.addr, &layer, Fault::Stall);
+    let Faulty {
+        _reg,
+        proxy: _proxy,
+        r,
+        ..
+    } = busybox_behind(Fault::Stall);
     let b = Berth::new();
     b.configure("registry-timeout-seconds", json!(2));
-    let r = format!("{}/busybox:latest", proxy.host());
     b.fails_storing_nothing(&["pull", &r], &[], &["timed out", "timeout", "time out"]);
 }
 
@@ -1305,11 +1336,13 @@ fn assert_busybox_intact(b: &Berth, r: &str, digest: &str) {
 
 #[test]
 fn server_errors_on_a_blob_are_retried() {
-    let reg = registry_with_busybox();
-    let (_, layer) = busybox_digests();
-    let proxy = net::proxy(reg.addr, &layer, Fault::Status(503, 2));
+    let Faulty {
+        _reg,
+        proxy,
+        layer,
+        r,
+    } = busybox_behind(Fault::Status(503, 2));
     let b = Berth::new();
-    let r = format!("{}/busybox:latest", proxy.host());
     let d = b.pull(&r);
     assert_busybox_intact(&b, &r, &d);
     assert_eq!(hits(&proxy), 2, "two 503 answers");
@@ -1332,11 +1365,13 @@ fn server_error_on_the_manifest_is_retried() {
 
 #[test]
 fn registry_that_always_fails_gives_up_naming_the_blob() {
-    let reg = registry_with_busybox();
-    let (_, layer) = busybox_digests();
-    let proxy = net::proxy(reg.addr, &layer, Fault::Status(500, usize::MAX));
+    let Faulty {
+        _reg,
+        proxy,
+        layer,
+        r,
+    } = busybox_behind(Fault::Status(500, usize::MAX));
     let b = Berth::new();
-    let r = format!("{}/busybox:latest", proxy.host());
     let hex = &layer["sha256:".len()..];
     b.fails_storing_nothing(&["pull", &r], &[&proxy.host(), &hex[..12], "500"], &[]);
     let gets = seen(&proxy, "GET", &format!("/blobs/{layer}")).len();
@@ -1349,11 +1384,13 @@ fn registry_that_always_fails_gives_up_naming_the_blob() {
 /// Pulls busybox through a proxy that cuts the first GET of its layer halfway (with
 /// `fault`), checks the pulled image is intact, and returns the two layer GETs seen.
 fn pull_with_a_dropped_layer(fault: Fault) -> Vec<Request> {
-    let reg = registry_with_busybox();
-    let (_, layer) = busybox_digests();
-    let proxy = net::proxy(reg.addr, &layer, fault);
+    let Faulty {
+        _reg,
+        proxy,
+        layer,
+        r,
+    } = busybox_behind(fault);
     let b = Berth::new();
-    let r = format!("{}/busybox:latest", proxy.host());
     let d = b.pull(&r);
     assert_busybox_intact(&b, &r, &d);
     assert_eq!(hits(&proxy), 1);
