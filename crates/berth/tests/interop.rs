@@ -95,23 +95,8 @@ struct Podman {
 
 impl Podman {
     fn cmd(&self, args: &[&str]) -> Command {
-        let mut c = Command::new("podman");
-        c.env("TMPDIR", self.base.join("..").join("tmp"))
-            .arg("--root")
-            .arg(self.base.join("root"))
-            .arg("--runroot")
-            .arg(self.base.join("run"))
-            .arg("--tmpdir")
-            .arg(self.base.join("libpod"))
-            .args([
-                "--storage-driver",
-                "overlay",
-                "--cgroup-manager",
-                "cgroupfs",
-                "--events-backend",
-                "none",
-            ])
-            .args(args);
+        let mut c = common::podman_in(&self.base, &self.base.join("..").join("tmp"));
+        c.args(args);
         c
     }
 

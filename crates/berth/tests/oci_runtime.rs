@@ -597,24 +597,9 @@ struct Podman {
 
 impl Podman {
     fn cmd(&self, args: &[&str]) -> Command {
-        let mut c = Command::new("podman");
-        c.env("TMPDIR", self.base.join("tmp"))
-            .arg("--root")
-            .arg(self.base.join("root"))
-            .arg("--runroot")
-            .arg(self.base.join("run"))
-            .arg("--tmpdir")
-            .arg(self.base.join("libpod"))
-            .arg("--runtime")
+        let mut c = common::podman_in(&self.base, &self.base.join("tmp"));
+        c.arg("--runtime")
             .arg(&self.runtime)
-            .args([
-                "--storage-driver",
-                "overlay",
-                "--cgroup-manager",
-                "cgroupfs",
-                "--events-backend",
-                "none",
-            ])
             .args(args)
             .stdin(Stdio::null());
         c

@@ -510,24 +510,8 @@ impl Podman {
 
     fn cmd(&self, args: &[&str]) -> Command {
         let b = self.base.path();
-        let mut c = Command::new("podman");
-        c.env("TMPDIR", b.join("tmp"))
-            .env("REGISTRY_AUTH_FILE", b.join("auth.json"))
-            .arg("--root")
-            .arg(b.join("root"))
-            .arg("--runroot")
-            .arg(b.join("run"))
-            .arg("--tmpdir")
-            .arg(b.join("libpod"))
-            .args([
-                "--storage-driver",
-                "overlay",
-                "--cgroup-manager",
-                "cgroupfs",
-                "--events-backend",
-                "none",
-            ])
-            .args(args);
+        let mut c = common::podman_in(b, &b.join("tmp"));
+        c.env("REGISTRY_AUTH_FILE", b.join("auth.json")).args(args);
         c
     }
 

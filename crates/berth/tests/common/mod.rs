@@ -415,3 +415,26 @@ pub fn unmount_all_under(dir: &Path) {
         let _ = Command::new("umount").arg("-l").arg(&m).status();
     }
 }
+
+/// `podman` with all of its state under `dir` (root, runroot, tmpdir; staging files
+/// in `tmp`, the TMPDIR the caller names) and no systemd, events or cgroup manager,
+/// so tests never touch the host's podman or each other's.
+pub fn podman_in(dir: &Path, tmp: &Path) -> Command {
+    let mut c = Command::new("podman");
+    c.env("TMPDIR", tmp)
+        .arg("--root")
+        .arg(dir.join("root"))
+        .arg("--runroot")
+        .arg(dir.join("run"))
+        .arg("--tmpdir")
+        .arg(dir.join("libpod"))
+        .args([
+            "--storage-driver",
+            "overlay",
+            "--cgroup-manager",
+            "cgroupfs",
+            "--events-backend",
+            "none",
+        ]);
+    c
+}
