@@ -59,6 +59,23 @@ pub struct Info {
     pub images: usize,
     /// Host facts.
     pub host: host::HostInfo,
+    /// What `--isolation vm` would boot.
+    pub vm: VmSupport,
+}
+
+/// The microVM backend on this host, for `info`.
+#[derive(Debug, Serialize)]
+pub struct VmSupport {
+    /// The guest kernel, or why there is none.
+    pub kernel: Result<berth_runtime::microvm::assets::GuestKernel, String>,
+    /// The static agent, or why there is none.
+    pub agent: Result<PathBuf, String>,
+    /// The hypervisor, or why there is none.
+    pub hypervisor: Result<String, String>,
+    /// Why this accelerator.
+    pub accel_reason: String,
+    /// Isolation `run` uses without `--isolation`.
+    pub default_isolation: &'static str,
 }
 
 /// Disk usage by kind, for `system df`.
@@ -206,6 +223,18 @@ impl Engine {
             storage_driver: "overlay",
             images: self.images.list()?.len(),
             host: host::probe(&self.root),
+            vm: {
+                use berth_runtime::microvm::{accel, assets, hypervisor};
+                VmSupport {
+                    kernel: assets::kernel().map_err(|e| e.to_string()),
+                    agent: assets::agent().map_err(|e| e.to_string()),
+                    hypervisor: hypervisor().map(|h| h.name()).map_err(|e| e.to_string()),
+                    accel_reason: accel::detect().1,
+                    default_isolation: containers::vm::default_isolation()
+                        .map(|i| i.as_str())
+                        .unwrap_or("container"),
+                }
+            },
         })
     }
 }

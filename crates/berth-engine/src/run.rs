@@ -178,6 +178,16 @@ impl Engine {
             opts.publish.extend(exposed.keys().cloned());
         }
         let opts = &opts;
+        if opts.isolation == crate::containers::vm::Isolation::Vm {
+            crate::containers::vm::resources(opts)?;
+            if opts.network.as_deref().is_some_and(|n| n != "none") {
+                return Err(spec::SpecError(format!(
+                    "--network {} with --isolation vm: VMs do not join networks yet (use --network none)",
+                    opts.network.as_deref().unwrap_or_default()
+                ))
+                .into());
+            }
+        }
         let net_plan = crate::network::plan(self, opts)?;
         let id = new_id();
         let cs = self.containers();
@@ -457,6 +467,11 @@ impl Engine {
                 ContainerError::State(format!("container {} is not running", c.name)).into(),
             );
         }
+        if c.options.isolation == crate::containers::vm::Isolation::Vm {
+            // The PID is the hypervisor's: the signal goes to the process in the guest.
+            crate::containers::vm::signal(&self.containers().dir(&c.id), signal)?;
+            return Ok(c);
+        }
         // SAFETY: kill takes integers; the PID is the container's init, owned by its monitor.
         if unsafe { libc::kill(c.state.pid, signal) } != 0 {
             return Err(RunError::Io {
@@ -696,6 +711,16 @@ impl Engine {
             user.set_gid(gid);
             user.set_additional_gids(Some(extra));
             process.set_user(user);
+        }
+        if c.options.isolation == crate::containers::vm::Isolation::Vm {
+            let mut p = berth_runtime::microvm::spec::process_from_spec(&process, o.interactive);
+            p.terminal = o.tty && !o.detach;
+            p.stdin = o.interactive && !o.detach;
+            if p.terminal {
+                let (rows, cols) = stdio::our_size();
+                p.size = Some(berth_agent::WindowSize { rows, cols });
+            }
+            return crate::containers::vm::exec(&dir, &p, o.detach);
         }
         let seccomp = match spec.linux().as_ref().and_then(|l| l.seccomp().as_ref()) {
             Some(s) => Some(

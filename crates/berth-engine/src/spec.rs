@@ -86,6 +86,8 @@ pub struct RunOptions {
     pub add_host: Vec<String>,
     /// `--network-alias`.
     pub network_alias: Vec<String>,
+    /// `--isolation container|vm`.
+    pub isolation: crate::containers::vm::Isolation,
 }
 
 /// Parses Docker's byte sizes: `1024`, `512k`, `64m`, `1g`, `2gb` (binary units).

@@ -33,6 +33,9 @@ pub struct Config {
     pub max_concurrent_uploads: usize,
     /// Connect timeout, and how long a request may go without progress.
     pub registry_timeout_seconds: u64,
+    /// Default isolation of `run`/`create`: `container` or `vm` (read by the
+    /// engine, which checks the value).
+    pub isolation: Option<String>,
     /// Where the file was read from (not a key).
     #[serde(skip)]
     pub path: PathBuf,
@@ -46,6 +49,7 @@ impl Default for Config {
             max_concurrent_downloads: 3,
             max_concurrent_uploads: 5,
             registry_timeout_seconds: 30,
+            isolation: None,
             path: PathBuf::from(DEFAULT_CONFIG),
         }
     }

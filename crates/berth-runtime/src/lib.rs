@@ -6,4 +6,5 @@ pub mod cgroups;
 pub mod host;
 pub mod linux;
 pub mod memory;
+pub mod microvm;
 pub mod seccomp;

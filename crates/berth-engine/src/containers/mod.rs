@@ -10,6 +10,7 @@
 
 pub mod monitor;
 pub mod stdio;
+pub mod vm;
 
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Write};
@@ -62,6 +63,9 @@ pub struct State {
     pub restart_count: u32,
     /// `stop` was asked for: no restart.
     pub stopping: bool,
+    /// The VM it runs in (`--isolation vm`), while it runs or since it last ran.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub vm: Option<vm::VmInfo>,
 }
 
 /// A container's record.

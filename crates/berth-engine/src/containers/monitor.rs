@@ -44,7 +44,7 @@ fn now() -> String {
 }
 
 /// Appends Docker json-file log lines.
-struct Log {
+pub(super) struct Log {
     path: std::path::PathBuf,
     file: File,
     size: u64,
@@ -52,7 +52,7 @@ struct Log {
 }
 
 impl Log {
-    fn open(path: &Path) -> io::Result<Log> {
+    pub(super) fn open(path: &Path) -> io::Result<Log> {
         let file = OpenOptions::new().create(true).append(true).open(path)?;
         let size = file.metadata()?.len();
         Ok(Log {
@@ -63,7 +63,7 @@ impl Log {
         })
     }
 
-    fn write(&mut self, stream: usize, data: &[u8]) -> io::Result<()> {
+    pub(super) fn write(&mut self, stream: usize, data: &[u8]) -> io::Result<()> {
         self.partial[stream].extend_from_slice(data);
         while let Some(i) = self.partial[stream].iter().position(|b| *b == b'\n') {
             let line: Vec<u8> = self.partial[stream].drain(..=i).collect();
@@ -77,7 +77,7 @@ impl Log {
         Ok(())
     }
 
-    fn flush(&mut self) -> io::Result<()> {
+    pub(super) fn flush(&mut self) -> io::Result<()> {
         for s in 0..2 {
             if !self.partial[s].is_empty() {
                 let line = std::mem::take(&mut self.partial[s]);
@@ -87,7 +87,7 @@ impl Log {
         Ok(())
     }
 
-    fn record(&mut self, stream: usize, line: &[u8]) -> io::Result<()> {
+    pub(super) fn record(&mut self, stream: usize, line: &[u8]) -> io::Result<()> {
         let entry = serde_json::json!({
             "log": String::from_utf8_lossy(line),
             "stream": if stream == 0 { "stdout" } else { "stderr" },
@@ -212,6 +212,49 @@ pub fn run(
         let (code, ran) = match resumed.take() {
             // The shim watched the run; here is how it ended.
             Some(ended) => ended,
+            None if rec.options.isolation == super::vm::Isolation::Vm => {
+                let attach = match &attach_socket {
+                    Some(l) => Some(l.try_clone().map_err(io_err(&dir))?),
+                    None => None,
+                };
+                // The hypervisor joins the cgroup (for `stop`'s last resort, stats and
+                // cleanup); the limits are the guest's own (vCPUs, RAM), not the cgroup's.
+                cg.create()?;
+                let mut running = |pid: i32, info: &super::vm::VmInfo| {
+                    cs.update(id, |c| {
+                        c.state.status = Some(Status::Running);
+                        c.state.pid = pid;
+                        c.state.monitor_pid = me;
+                        c.state.monitor_start = my_start;
+                        c.state.started_at = now();
+                        c.state.error.clear();
+                        c.state.oom_killed = false;
+                        c.state.vm = Some(info.clone());
+                    })?;
+                    Ok(())
+                };
+                let outcome = super::vm::run_once(
+                    engine,
+                    &rec,
+                    &spec,
+                    &mut mode,
+                    &mut log,
+                    cg.as_ref(),
+                    attach,
+                    &mut running,
+                );
+                match outcome {
+                    Ok(r) => r,
+                    Err(e) => {
+                        cleanup(cg.as_ref());
+                        crate::network::detach(engine, id);
+                        match start_failed(engine, id, e, first, &mut mode) {
+                            Ok(code) => break code,
+                            Err(e) => return Err(e),
+                        }
+                    }
+                }
+            }
             None => {
                 let mut attach = match &attach_socket {
                     Some(l) => Some(l.try_clone().map_err(io_err(&dir))?),
@@ -303,22 +346,10 @@ pub fn run(
                     Err(e) => {
                         cleanup(cg.as_ref());
                         crate::network::detach(engine, id);
-                        let code = e.exit_code();
-                        let msg = e.to_string();
-                        cs.update(id, |c| {
-                            c.state.status = Some(Status::Exited);
-                            c.state.exit_code = code;
-                            c.state.error = msg.clone();
-                            c.state.finished_at = now();
-                        })?;
-                        if first {
-                            if let Mode::Detached(Some(fd)) = &mut mode {
-                                let _ = File::from(fd.try_clone().map_err(io_err(&dir))?)
-                                    .write_all(format!("{code}:{msg}").as_bytes());
-                            }
-                            return Err(e.into());
+                        match start_failed(engine, id, e.into(), first, &mut mode) {
+                            Ok(code) => break code,
+                            Err(e) => return Err(e),
                         }
-                        break code;
                     }
                 };
                 cs.update(id, |c| {
@@ -428,6 +459,35 @@ pub fn run(
         }
     }
     Ok(code)
+}
+
+/// Records a failed start. The first start's error goes back to `start`
+/// (on the pipe, detached) and is returned; a restart's ends the loop with
+/// its exit code.
+fn start_failed(
+    engine: &Engine,
+    id: &str,
+    e: crate::run::RunError,
+    first: bool,
+    mode: &mut Mode<'_>,
+) -> Result<i32, crate::run::RunError> {
+    let code = e.exit_code();
+    let msg = e.to_string();
+    engine.containers().update(id, |c| {
+        c.state.status = Some(Status::Exited);
+        c.state.exit_code = code;
+        c.state.error = msg.clone();
+        c.state.finished_at = now();
+    })?;
+    if !first {
+        return Ok(code);
+    }
+    if let Mode::Detached(Some(fd)) = mode {
+        let dir = engine.containers().dir(id);
+        let _ = File::from(fd.try_clone().map_err(io_err(&dir))?)
+            .write_all(format!("{code}:{msg}").as_bytes());
+    }
+    Err(e)
 }
 
 /// Where a monitor that execs back from the shim picks up (`__monitor ID

@@ -275,19 +275,30 @@ pub const ATTACH_SOCKET: &str = "attach.sock";
 
 /// Binds the attach socket in `dir` (replacing a stale one).
 pub fn bind_attach(dir: &std::path::Path) -> io::Result<UnixListener> {
-    let d = File::open(dir)?;
-    let path = via_fd(&d);
-    let _ = std::fs::remove_file(&path);
-    UnixListener::bind(path)
+    bind_in(dir, ATTACH_SOCKET)
 }
 
 /// Connects to the attach socket in `dir`.
 pub fn connect_attach(dir: &std::path::Path) -> io::Result<UnixStream> {
-    let d = File::open(dir)?;
-    UnixStream::connect(via_fd(&d))
+    connect_in(dir, ATTACH_SOCKET)
 }
 
-fn via_fd(dir: &File) -> std::path::PathBuf {
+/// Binds the socket `name` in `dir` (replacing a stale one), through
+/// `/proc/self/fd/N/` so that a long `dir` does not matter.
+pub fn bind_in(dir: &std::path::Path, name: &str) -> io::Result<UnixListener> {
+    let d = File::open(dir)?;
+    let path = via_fd(&d, name);
+    let _ = std::fs::remove_file(&path);
+    UnixListener::bind(path)
+}
+
+/// Connects to the socket `name` in `dir`.
+pub fn connect_in(dir: &std::path::Path, name: &str) -> io::Result<UnixStream> {
+    let d = File::open(dir)?;
+    UnixStream::connect(via_fd(&d, name))
+}
+
+fn via_fd(dir: &File, name: &str) -> std::path::PathBuf {
     use std::os::fd::AsRawFd;
-    format!("/proc/self/fd/{}/{ATTACH_SOCKET}", dir.as_raw_fd()).into()
+    format!("/proc/self/fd/{}/{name}", dir.as_raw_fd()).into()
 }

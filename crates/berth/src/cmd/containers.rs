@@ -334,6 +334,7 @@ pub fn ps(root: &Path, a: PsArgs) -> anyhow::Result<ExitCode> {
             ("State", state_name(&c)),
             ("Ports", String::new()),
             ("Names", c.name.clone()),
+            ("Isolation", c.options.isolation.as_str().to_string()),
         ]));
     }
     if a.quiet {
@@ -349,6 +350,7 @@ pub fn ps(root: &Path, a: PsArgs) -> anyhow::Result<ExitCode> {
             ("STATUS", "Status"),
             ("PORTS", "Ports"),
             ("NAMES", "Names"),
+            ("ISOLATION", "Isolation"),
         ],
         &rows,
     );
@@ -416,7 +418,14 @@ pub fn container_json(e: &Engine, c: &Container) -> Value {
             "CpuQuota": spec.pointer("/linux/resources/cpu/quota").cloned().unwrap_or(json!(0)),
             "CpuPeriod": spec.pointer("/linux/resources/cpu/period").cloned().unwrap_or(json!(0)),
             "PidsLimit": spec.pointer("/linux/resources/pids/limit").cloned().unwrap_or(Value::Null),
+            "Isolation": c.options.isolation.as_str(),
         },
+        "VM": st.vm.as_ref().map(|v| json!({
+            "Hypervisor": v.hypervisor,
+            "Kernel": v.kernel,
+            "VCPUs": v.vcpus,
+            "MemoryMiB": v.memory_mib,
+        })),
         "GraphDriver": {
             "Name": "overlay",
             "Data": {

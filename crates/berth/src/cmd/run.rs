@@ -132,6 +132,10 @@ pub struct CreateArgs {
     /// Network-scoped aliases of the container.
     #[arg(long)]
     network_alias: Vec<String>,
+    /// Isolation: container (shared kernel) or vm (its own kernel in a microVM);
+    /// default from the `isolation` key of berth's config file, else container.
+    #[arg(long)]
+    isolation: Option<String>,
     /// Pull the image first: always, missing (when not stored) or never.
     #[arg(long, default_value = "missing", value_parser = ["always", "missing", "never"])]
     pull: String,
@@ -237,6 +241,10 @@ impl CreateArgs {
             dns: self.dns,
             add_host: self.add_host,
             network_alias: self.network_alias,
+            isolation: match self.isolation.as_deref() {
+                Some(i) => berth_engine::containers::vm::Isolation::parse(i)?,
+                None => berth_engine::containers::vm::default_isolation()?,
+            },
         };
         let c = CreateOptions {
             name: self.name,

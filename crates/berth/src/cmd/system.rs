@@ -112,6 +112,25 @@ pub fn info(root: &Path, a: InfoArgs) -> anyhow::Result<ExitCode> {
             println!("Overlayfs:        {}", yes_no(&h.overlayfs));
             println!("User Namespaces:  {}", yes_no(&h.user_namespaces));
             println!("KVM:              {}", yes_no(&h.kvm));
+            let v = &i.vm;
+            println!("Default Isolation: {}", v.default_isolation);
+            println!("MicroVM:");
+            match &v.kernel {
+                Ok(k) => println!(
+                    "  Guest Kernel:   {} ({})",
+                    k.path.display(),
+                    k.release.as_deref().unwrap_or("release unknown")
+                ),
+                Err(e) => println!("  Guest Kernel:   none: {e}"),
+            }
+            match &v.agent {
+                Ok(p) => println!("  Agent:          {}", p.display()),
+                Err(e) => println!("  Agent:          none: {e}"),
+            }
+            match &v.hypervisor {
+                Ok(h) => println!("  Hypervisor:     {h}: {}", v.accel_reason),
+                Err(e) => println!("  Hypervisor:     none: {e}"),
+            }
             println!("Peers:");
             for (name, path) in &h.peers {
                 match path {
