@@ -28,13 +28,25 @@ PACKAGES=(
 	iptables       # used by the bridge (ipMasq) and portmap plugins
 	iproute2       # ip: berth creates and removes network bridges with it
 	ca-certificates
+	linux-source-6.1 # source of the microVM guest kernel (scripts/kernel.sh)
+	bc             # kernel build (timeconst); also bench/runtime.sh ratios
+	flex           # kernel build: kconfig lexer
+	bison          # kernel build: kconfig parser
+	libelf-dev     # kernel build: objtool
+	libssl-dev     # kernel build: sign-file/extract-cert host tools
+	make           # kernel build
+	gcc            # kernel build
+	xz-utils       # unpacks /usr/src/linux-source-6.1.tar.xz
+	qemu-system-x86 # VM backend: qemu-system-x86_64 -M microvm
+	qemu-utils     # VM backend: qemu-img for disk images
+	erofs-utils    # VM backend: mkfs.erofs for read-only image layers
+	e2fsprogs      # VM backend: mkfs.ext4 for writable disks
 )
 
 # Only the benchmarks (bench/) need these: `scripts/deps.sh --bench`.
 BENCH_PACKAGES=(
 	docker.io  # dockerd + containerd, the peer of bench/run.sh, density.sh, pull.sh and build.sh
 	linux-perf # bench/run.sh --phases
-	bc         # ratios in bench/runtime.sh
 )
 if [[ ${1:-} == --bench ]]; then
 	PACKAGES+=("${BENCH_PACKAGES[@]}")

@@ -8,6 +8,11 @@ cd "$(dirname "$0")/.."
 bash scripts/deps.sh
 fixtures=$(bash scripts/fixtures.sh | tail -n 1)
 export BERTH_FIXTURES="$fixtures"
+# The microVM tests boot the guest kernel (built once, cached under
+# ~/.cache/berth/kernel) with the static agent.
+BERTH_KERNEL=$(bash scripts/kernel.sh | tail -n 1)
+BERTH_AGENT=$(bash scripts/agent.sh | tail -n 1)
+export BERTH_KERNEL BERTH_AGENT
 
 cargo fmt --all -- --check
 cargo clippy --locked --workspace --all-targets -- -D warnings

@@ -44,7 +44,7 @@ impl Qemu {
         let mut push = |s: &str| a.push(s.into());
         push("-M");
         push(&format!(
-            "microvm,accel={},acpi=off,pcie=off,pit=off,pic=off,rtc=off,usb=off",
+            "microvm,accel={},acpi=off,pcie=off,usb=off",
             self.accel.as_str()
         ));
         push("-cpu");

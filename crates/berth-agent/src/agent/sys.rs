@@ -1,0 +1,158 @@
+//! Thin wrappers over the libc calls the agent makes.
+
+use std::ffi::{CStr, CString};
+use std::fmt;
+use std::io::{self, Write};
+use std::os::unix::ffi::OsStrExt;
+use std::path::Path;
+
+/// Writes one line to the agent's stderr (the serial console). Never fails:
+/// PID 1 has nowhere better to report that it cannot report.
+pub fn log_line(args: fmt::Arguments) {
+    let line = format!("berth-agent: {args}\n");
+    let _ = io::stderr().write_all(line.as_bytes());
+}
+
+/// `log` with `format!` arguments.
+macro_rules! log {
+    ($($t:tt)*) => { $crate::agent::sys::log_line(format_args!($($t)*)) };
+}
+pub(crate) use log;
+
+/// A C string for a path (paths never hold NUL bytes, the error says which
+/// one did if it does).
+pub fn cpath(p: &Path) -> io::Result<CString> {
+    cstr_bytes(p.as_os_str().as_bytes())
+}
+
+/// A C string for text.
+pub fn cstr(s: &str) -> io::Result<CString> {
+    cstr_bytes(s.as_bytes())
+}
+
+fn cstr_bytes(b: &[u8]) -> io::Result<CString> {
+    CString::new(b).map_err(|_| {
+        io::Error::new(
+            io::ErrorKind::InvalidInput,
+            format!("{:?} contains a NUL byte", String::from_utf8_lossy(b)),
+        )
+    })
+}
+
+/// `Err(errno)` when a libc call returned -1.
+pub fn check(ret: libc::c_int) -> io::Result<libc::c_int> {
+    if ret == -1 {
+        Err(io::Error::last_os_error())
+    } else {
+        Ok(ret)
+    }
+}
+
+/// mount(2). `fstype`/`data` may be empty.
+pub fn mount(
+    source: &str,
+    target: &Path,
+    fstype: &str,
+    flags: libc::c_ulong,
+    data: &str,
+) -> io::Result<()> {
+    let src = cstr(source)?;
+    let tgt = cpath(target)?;
+    let fst = cstr(fstype)?;
+    let dat = cstr(data)?;
+    let opt = |c: &CStr, empty: bool| if empty { std::ptr::null() } else { c.as_ptr() };
+    // SAFETY: every pointer is either null (allowed for these arguments) or a
+    // NUL-terminated string that outlives the call.
+    let r = unsafe {
+        libc::mount(
+            opt(&src, source.is_empty()),
+            tgt.as_ptr(),
+            opt(&fst, fstype.is_empty()),
+            flags,
+            opt(&dat, data.is_empty()).cast(),
+        )
+    };
+    check(r).map(drop)
+}
+
+/// Error text the way Go (and so runc and docker) prints it: glibc's
+/// message with a lower-case first letter and no "(os error N)".
+pub fn errno_text(errno: i32) -> String {
+    let full = io::Error::from_raw_os_error(errno).to_string();
+    let msg = match full.rfind(" (os error ") {
+        Some(i) => &full[..i],
+        None => &full,
+    };
+    let mut c = msg.chars();
+    match c.next() {
+        Some(f) => f.to_lowercase().chain(c).collect(),
+        None => String::new(),
+    }
+}
+
+/// [`errno_text`] for an `io::Error`.
+pub fn err_text(e: &io::Error) -> String {
+    match e.raw_os_error() {
+        Some(n) => errno_text(n),
+        None => e.to_string(),
+    }
+}
+
+/// Blocks or unblocks SIGCHLD in the calling thread (threads started later
+/// inherit the mask).
+pub fn block_sigchld() -> io::Result<()> {
+    // SAFETY: sigset_t is plain data; sigemptyset/sigaddset initialise it
+    // before pthread_sigmask reads it.
+    unsafe {
+        let mut set: libc::sigset_t = std::mem::zeroed();
+        libc::sigemptyset(&mut set);
+        libc::sigaddset(&mut set, libc::SIGCHLD);
+        let r = libc::pthread_sigmask(libc::SIG_BLOCK, &set, std::ptr::null_mut());
+        if r != 0 {
+            return Err(io::Error::from_raw_os_error(r));
+        }
+    }
+    Ok(())
+}
+
+/// `uname -r`.
+pub fn kernel_release() -> String {
+    // SAFETY: utsname is plain data that uname fills in; on success its
+    // fields are NUL-terminated.
+    unsafe {
+        let mut u: libc::utsname = std::mem::zeroed();
+        if libc::uname(&mut u) != 0 {
+            return String::new();
+        }
+        CStr::from_ptr(u.release.as_ptr())
+            .to_string_lossy()
+            .into_owned()
+    }
+}
+
+/// A pipe, both ends close-on-exec: (read, write).
+pub fn pipe() -> io::Result<(std::os::fd::OwnedFd, std::os::fd::OwnedFd)> {
+    use std::os::fd::FromRawFd;
+    let mut fds = [0; 2];
+    // SAFETY: fds has room for the two descriptors pipe2 writes.
+    check(unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) })?;
+    // SAFETY: pipe2 succeeded, so both are fresh descriptors we now own.
+    Ok(unsafe {
+        (
+            std::os::fd::OwnedFd::from_raw_fd(fds[0]),
+            std::os::fd::OwnedFd::from_raw_fd(fds[1]),
+        )
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn errno_text_is_go_style() {
+        assert_eq!(errno_text(libc::ENOENT), "no such file or directory");
+        assert_eq!(errno_text(libc::EACCES), "permission denied");
+        assert_eq!(errno_text(libc::ENOEXEC), "exec format error");
+    }
+}
