@@ -213,6 +213,22 @@ pub struct Boot {
     /// generated /etc/hosts, /etc/hostname, /etc/resolv.conf), each bind
     /// mounted from the agent's own tmpfs so a read-only root still gets them.
     pub files: Vec<FileContent>,
+    /// Network interfaces to configure (none: only `lo`).
+    #[serde(default)]
+    pub interfaces: Vec<Interface>,
+}
+
+/// A network interface of the guest, as the host's network gave it.
+#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq, Eq)]
+pub struct Interface {
+    /// The MAC address the hypervisor gave the NIC (how the agent finds it).
+    pub mac: String,
+    /// IPv4 address.
+    pub address: String,
+    /// Prefix length.
+    pub prefix: u8,
+    /// Default gateway ("" for none).
+    pub gateway: String,
 }
 
 /// Where the root file system comes from.

@@ -180,10 +180,12 @@ impl Engine {
         let opts = &opts;
         if opts.isolation == crate::containers::vm::Isolation::Vm {
             crate::containers::vm::resources(opts)?;
-            if opts.network.as_deref().is_some_and(|n| n != "none") {
+            if let m @ (crate::network::Mode::Host | crate::network::Mode::Container(_)) =
+                crate::network::Mode::parse(opts.network.as_deref())
+            {
                 return Err(spec::SpecError(format!(
-                    "--network {} with --isolation vm: VMs do not join networks yet (use --network none)",
-                    opts.network.as_deref().unwrap_or_default()
+                    "--network {} with --isolation vm: a VM has its own network stack (use none, bridge or a network's name)",
+                    m.name()
                 ))
                 .into());
             }

@@ -10,6 +10,7 @@
 //!   `portMappings`.
 //! * [`netns`]: network namespaces kept as bind mounts of `/proc/PID/ns/net`.
 //! * [`dns`]: the per-network DNS responder (container names, forwarding).
+//! * [`tap`]: a microVM's tap device joined to its namespace's interface.
 
 pub mod cni;
 pub mod dns;
@@ -17,6 +18,7 @@ pub mod netns;
 pub mod networks;
 pub mod ports;
 pub mod subnet;
+pub mod tap;
 
 use std::path::PathBuf;
 

@@ -992,3 +992,82 @@ fn connect_and_disconnect_a_running_container() {
     let bridge = s.network("neta")["bridge"].as_str().unwrap().to_string();
     assert!(ports_of(&bridge).is_empty());
 }
+
+/// `--isolation vm` joins the same networks: its tap is joined to the CNI
+/// interface of the hypervisor's namespace. Names resolve both ways, `-p`
+/// reaches the guest from 127.0.0.1, and everything is released with it.
+#[test]
+fn a_vm_joins_user_networks_and_publishes_ports() {
+    let s = Net::new();
+    s.create_network("vmnet", 30);
+    let port = free_port(false);
+    s.ok(&[
+        "run",
+        "-d",
+        "--isolation",
+        "vm",
+        "--name",
+        "vmweb",
+        "--network",
+        "vmnet",
+        "--network-alias",
+        "vmsvc",
+        "-p",
+        &format!("127.0.0.1:{port}:80"),
+        "busybox",
+        "sh",
+        "-c",
+        "echo served-by-a-vm > /tmp/i; httpd -f -p 80 -h /tmp",
+    ]);
+    let vm_ip = s.inspect("vmweb", "{{.NetworkSettings.IPAddress}}");
+    assert!(!vm_ip.is_empty());
+    // The guest has the address CNI gave, and a default route via the gateway.
+    let addr = s.ok(&["exec", "vmweb", "ip", "-4", "addr", "show", "eth0"]);
+    assert!(addr.contains(&format!("inet {vm_ip}/")), "{addr}");
+    let gw = s.gateway("vmnet");
+    assert!(
+        s.ok(&["exec", "vmweb", "ip", "route"])
+            .contains(&format!("default via {gw}"))
+    );
+    // From the host, through the published port.
+    let mut got = String::new();
+    for _ in 0..100 {
+        use std::io::{Read, Write};
+        if let Ok(mut c) = std::net::TcpStream::connect(("127.0.0.1", port)) {
+            c.set_read_timeout(Some(std::time::Duration::from_secs(3)))
+                .unwrap();
+            let _ = c.write_all(b"GET /i HTTP/1.0\r\n\r\n");
+            got.clear();
+            let _ = c.read_to_string(&mut got);
+            if got.contains("served-by-a-vm") {
+                break;
+            }
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    assert!(got.contains("served-by-a-vm"), "{got}");
+    // A container reaches the VM by its name and alias; the VM resolves the container.
+    s.ok(&[
+        "run",
+        "-d",
+        "--name",
+        "ctr",
+        "--network",
+        "vmnet",
+        "busybox",
+        "sleep",
+        "120",
+    ]);
+    let ctr_ip = s.inspect("ctr", "{{.NetworkSettings.IPAddress}}");
+    for name in ["vmweb", "vmsvc"] {
+        let page = s.ok(&["exec", "ctr", "wget", "-qO-", &format!("http://{name}/i")]);
+        assert_eq!(page, "served-by-a-vm\n", "{name}");
+    }
+    let out = s.ok(&["exec", "vmweb", "ping", "-c1", "-W2", "ctr"]);
+    assert!(out.contains(&ctr_ip), "{out}");
+    // Released with the VM: no netns pin, no lease, no host port.
+    let id = s.inspect("vmweb", "{{.Id}}");
+    s.ok(&["rm", "-f", "vmweb"]);
+    assert!(!s.root().join("netns").join(&id).exists());
+    assert!(std::net::TcpListener::bind(("127.0.0.1", port)).is_ok());
+}

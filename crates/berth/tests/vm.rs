@@ -475,7 +475,7 @@ fn an_image_whose_rootfs_cannot_be_exported() {
 }
 
 #[test]
-fn unknown_isolation_and_vm_networks_are_refused() {
+fn unknown_isolation_and_host_network_are_refused() {
     let s = busybox();
     let e = s.fails(&["run", "--rm", "--isolation", "hyperv", "busybox", "true"]);
     assert!(e.contains("invalid isolation \"hyperv\""), "{e}");
@@ -484,10 +484,10 @@ fn unknown_isolation_and_vm_networks_are_refused() {
         "--isolation",
         "vm",
         "--network",
-        "bridge",
+        "host",
         "busybox",
         "true",
     ]);
-    assert!(e.contains("--network bridge"), "{e}");
+    assert!(e.contains("--network host"), "{e}");
     assert_eq!(s.ok(&["ps", "-aq"]), "");
 }

@@ -4,6 +4,7 @@
 
 mod channel;
 mod mounts;
+mod net;
 mod paths;
 mod process;
 pub mod sys;

@@ -147,6 +147,7 @@ pub fn boot(b: &Boot) -> BootResult<()> {
     if let Err(e) = loopback_up() {
         log!("bringing up lo: {e}");
     }
+    super::net::configure(&b.interfaces)?;
     Ok(())
 }
 

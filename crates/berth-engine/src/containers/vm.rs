@@ -37,6 +37,16 @@ use berth_runtime::linux::StartError;
 pub const AGENT_SOCKET: &str = "agent.sock";
 /// The socket `exec` and `kill` connect to (in `vm/`).
 pub const CONTROL_SOCKET: &str = "control.sock";
+/// The tap device of a VM on a network (in the hypervisor's own namespace).
+const TAP: &str = "tap0";
+
+/// A stable, locally administered MAC address for a container's guest NIC.
+fn mac_for(id: &str) -> String {
+    let b = id.as_bytes();
+    let hex = |i: usize| std::str::from_utf8(&b[i..i + 2]).unwrap_or("00");
+    format!("02:{}:{}:{}:{}:{}", hex(0), hex(2), hex(4), hex(6), hex(8))
+}
+
 /// How long a guest may take from launch to its agent's first word. Under
 /// TCG a boot takes about a second; a loaded CI machine may take far longer.
 const BOOT_TIMEOUT: Duration = Duration::from_secs(120);
@@ -244,6 +254,19 @@ pub(super) fn run_once(
         warn(mode, log, w);
     }
     let (vcpus, memory_mib) = resources(&rec.options)?;
+    let nic = match crate::network::Mode::parse(rec.options.network.as_deref()) {
+        crate::network::Mode::None => None,
+        crate::network::Mode::Network(_) => Some(microvm::Nic {
+            tap: TAP.into(),
+            mac: mac_for(&rec.id),
+        }),
+        other => {
+            return Err(setup(format!(
+                "--network {} is not available to a VM",
+                other.name()
+            )));
+        }
+    };
     let process = spec
         .process()
         .as_ref()
@@ -264,6 +287,7 @@ pub(super) fn run_once(
         memory_mib,
         disks,
         shares: t.shares,
+        nic: nic.clone(),
         // Short, whatever the store's path: through our descriptor of vm/.
         agent_socket: format!(
             "/proc/{}/fd/{}/{AGENT_SOCKET}",
@@ -282,10 +306,31 @@ pub(super) fn run_once(
         let _ = fs::remove_file(vmdir.join(AGENT_SOCKET));
         let mut reader = stream.try_clone().map_err(io_err("agent socket"))?;
         let writer: Writer = Arc::new(Mutex::new(stream));
+        let mut boot = t.boot.clone();
+        if let Some(n) = &nic {
+            // While the guest boots: the hypervisor's namespace joins the network
+            // through CNI, exactly as a container's would, and its tap is joined to
+            // the interface CNI made there.
+            crate::network::attach(engine, rec, vm.pid())
+                .map_err(|e| setup(format!("network: {e}")))?;
+            berth_net::tap::connect(&engine.netns_path(&rec.id), crate::network::IFNAME, &n.tap)
+                .map_err(|e| setup(format!("network: {e}")))?;
+            // The attach wrote /etc/hosts with the address it got.
+            boot = microvm::spec::boot_from_spec(spec, &dir, t.boot.rootfs.clone())?.boot;
+            let st = engine
+                .net_state(&rec.id)
+                .ok_or_else(|| setup("network: no address after CNI ADD"))?;
+            boot.interfaces.push(proto::Interface {
+                mac: n.mac.clone(),
+                address: st.ip,
+                prefix: st.prefix,
+                gateway: st.gateway,
+            });
+        }
         let hello: proto::Hello = expect(&mut reader, Kind::Ready, vm.as_mut(), &cfg)?
             .parse()
             .map_err(|e| setup(format!("the VM's agent: {e}")))?;
-        send(&writer, &Frame::json(Kind::Boot, proto::VM, &t.boot)).map_err(io_err("agent"))?;
+        send(&writer, &Frame::json(Kind::Boot, proto::VM, &boot)).map_err(io_err("agent"))?;
         expect(&mut reader, Kind::Ready, vm.as_mut(), &cfg)?;
         send(&writer, &Frame::json(Kind::Start, proto::MAIN, &main)).map_err(io_err("agent"))?;
         expect(&mut reader, Kind::Started, vm.as_mut(), &cfg)?;

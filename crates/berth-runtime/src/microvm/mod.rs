@@ -101,6 +101,17 @@ pub struct Share {
     pub read_only: bool,
 }
 
+/// The VM's network card: a tap device in the hypervisor's own network
+/// namespace, which the hypervisor creates there (the caller then joins that
+/// namespace to a network and connects the tap to it).
+#[derive(Clone, Debug)]
+pub struct Nic {
+    /// Tap device name.
+    pub tap: String,
+    /// The guest NIC's MAC address.
+    pub mac: String,
+}
+
 /// Everything a hypervisor needs to boot one VM.
 #[derive(Clone, Debug)]
 pub struct VmConfig {
@@ -118,6 +129,9 @@ pub struct VmConfig {
     pub disks: Vec<Disk>,
     /// Shared directories.
     pub shares: Vec<Share>,
+    /// A network card; with one, the hypervisor runs in a network namespace
+    /// of its own (see [`Nic`]).
+    pub nic: Option<Nic>,
     /// Unix socket the hypervisor connects the agent's port to (listening
     /// before the VM starts, so nothing the agent sends is lost).
     pub agent_socket: PathBuf,

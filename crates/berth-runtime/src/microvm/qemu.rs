@@ -95,6 +95,15 @@ impl Qemu {
             push("-device");
             push(&format!("virtio-9p-device,fsdev={0},mount_tag={0}", s.tag));
         }
+        if let Some(n) = &cfg.nic {
+            push("-netdev");
+            push(&format!(
+                "tap,id=net0,ifname={},script=no,downscript=no",
+                n.tap
+            ));
+            push("-device");
+            push(&format!("virtio-net-device,netdev=net0,mac={}", n.mac));
+        }
         push("-device");
         push("virtio-serial-device,max_ports=2");
         push("-chardev");
@@ -129,12 +138,18 @@ impl Hypervisor for Qemu {
             .stdin(Stdio::null())
             .stdout(log)
             .stderr(log2);
-        // SAFETY: runs in the forked child before exec; prctl is async-signal-safe.
-        // The VM dies with the thread that launched it: no stray hypervisor when
-        // a monitor is killed.
+        // With a NIC it gets a network namespace of its own, where it creates the
+        // tap device. The VM dies with the thread that launched it: no stray
+        // hypervisor when a monitor is killed.
+        let own_netns = cfg.nic.is_some();
+        // SAFETY: runs in the forked child before exec; prctl and unshare are
+        // async-signal-safe.
         unsafe {
-            cmd.pre_exec(|| {
+            cmd.pre_exec(move || {
                 if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) != 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+                if own_netns && libc::unshare(libc::CLONE_NEWNET) != 0 {
                     return Err(std::io::Error::last_os_error());
                 }
                 Ok(())
@@ -207,6 +222,10 @@ mod tests {
                 path: "/data".into(),
                 read_only: false,
             }],
+            nic: Some(crate::microvm::Nic {
+                tap: "tap0".into(),
+                mac: "02:00:00:00:00:01".into(),
+            }),
             agent_socket: "/c/agent.sock".into(),
             console_log: "/c/console.log".into(),
             hypervisor_log: "/c/qemu.log".into(),
@@ -223,5 +242,6 @@ mod tests {
         assert!(joined.contains("local,id=s0,path=/data,security_model=passthrough -device"));
         assert!(joined.contains("name=org.berth.agent.0"));
         assert!(!joined.contains("-nographic"));
+        assert!(joined.contains("tap,id=net0,ifname=tap0,script=no,downscript=no -device virtio-net-device,netdev=net0,mac=02:00:00:00:00:01"));
     }
 }
