@@ -491,3 +491,89 @@ fn unknown_isolation_and_host_network_are_refused() {
     assert!(e.contains("--network host"), "{e}");
     assert_eq!(s.ok(&["ps", "-aq"]), "");
 }
+
+#[test]
+fn terminals_in_the_guest() {
+    let s = busybox();
+    // -t: a pty inside the guest, sized before the process runs.
+    let r = s.run(&[
+        "run",
+        "--rm",
+        "--isolation",
+        "vm",
+        "-t",
+        "busybox",
+        "sh",
+        "-c",
+        "tty; stty size",
+    ]);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    assert_eq!(r.stdout.replace('\r', ""), "/dev/pts/0\n24 80\n");
+    // -it: piped input through the guest's pty; the exit code comes back.
+    let r = s.run_stdin(
+        &[
+            "run",
+            "--rm",
+            "--isolation",
+            "vm",
+            "-i",
+            "-t",
+            "busybox",
+            "sh",
+        ],
+        b"tty; exit 4\n",
+    );
+    assert_eq!(r.code, 4, "{}", r.stderr);
+    assert!(r.stdout.contains("/dev/pts/0"), "{}", r.stdout);
+    // exec -t: its own pty, owned by the user.
+    s.ok(&[
+        "run",
+        "-d",
+        "--isolation",
+        "vm",
+        "--name",
+        "t",
+        "busybox",
+        "sleep",
+        "600",
+    ]);
+    let out = s.ok(&[
+        "exec",
+        "-t",
+        "-u",
+        "1000",
+        "t",
+        "sh",
+        "-c",
+        "tty; stat -c %u $(tty)",
+    ]);
+    let lines: Vec<&str> = out.lines().map(|l| l.trim_end_matches('\r')).collect();
+    assert!(lines[0].starts_with("/dev/pts/"), "{out}");
+    assert_eq!(lines[1], "1000", "{out}");
+    assert_eq!(s.run(&["exec", "t", "tty"]).stdout, "not a tty\n");
+    s.ok(&["rm", "-f", "t"]);
+    assert_no_leftovers(&s);
+}
+
+#[test]
+fn start_i_feeds_a_vm_created_with_i() {
+    let s = busybox();
+    s.ok(&[
+        "create",
+        "-i",
+        "--isolation",
+        "vm",
+        "--name",
+        "reader",
+        "busybox",
+        "sh",
+        "-c",
+        "read x; echo got:$x; cat",
+    ]);
+    let r = s.run_stdin(&["start", "-ai", "reader"], b"hello\nworld\n");
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    assert_eq!(r.stdout, "got:hello\nworld\n");
+    assert_eq!(inspect(&s, "reader")["State"]["ExitCode"], 0);
+    s.ok(&["rm", "reader"]);
+    assert_no_leftovers(&s);
+}
