@@ -31,3 +31,5 @@ berth load -i "$fixtures/busybox.oci.tar"
 berth load -i "$fixtures/debian.oci.tar"
 berth images
 berth info
+berth run --rm busybox uname -r
+berth run --rm --isolation vm busybox uname -r

@@ -198,7 +198,7 @@ impl Engine {
                 Removed::Deleted(d) => format!("deleted: {d}"),
             })
             .collect();
-        p.reclaimed = freed;
+        p.reclaimed = freed + containers::vm::prune_shared(self);
         self.images().clean_leftovers().map_err(EngineError::from)?;
         Ok(p)
     }

@@ -577,3 +577,73 @@ fn start_i_feeds_a_vm_created_with_i() {
     s.ok(&["rm", "reader"]);
     assert_no_leftovers(&s);
 }
+
+#[test]
+fn system_prune_cleans_what_an_interrupted_export_left() {
+    let s = busybox();
+    s.ok(&["run", "--rm", "--isolation", "vm", "busybox", "true"]);
+    let exports = s.root().join("vm/rootfs");
+    let live: Vec<_> = std::fs::read_dir(&exports)
+        .unwrap()
+        .flatten()
+        .map(|e| e.path())
+        .collect();
+    assert_eq!(live.len(), 1, "one export for busybox: {live:?}");
+    // What a killed export leaves, and an export of an image removed since.
+    std::fs::create_dir_all(exports.join(".export-killed/merged")).unwrap();
+    std::fs::write(exports.join("sha256-0000.erofs"), b"stale").unwrap();
+    std::fs::create_dir_all(s.root().join("vm/.template-killed")).unwrap();
+    s.ok(&["system", "prune", "-f"]);
+    let left: Vec<_> = std::fs::read_dir(&exports)
+        .unwrap()
+        .flatten()
+        .map(|e| e.path())
+        .collect();
+    assert_eq!(left, live, "only the live export stays");
+    assert!(!s.root().join("vm/.template-killed").exists());
+    // The image is still runnable as a VM.
+    assert_eq!(
+        s.ok(&["run", "--rm", "--isolation", "vm", "busybox", "echo", "ok"]),
+        "ok\n"
+    );
+}
+
+#[test]
+fn the_config_file_sets_the_default_isolation() {
+    let s = busybox();
+    let dir = common::scratch();
+    let cfg = dir.path().join("config.json");
+    std::fs::write(&cfg, br#"{"isolation": "vm"}"#).unwrap();
+    let run = |args: &[&str]| {
+        let out = s.cmd(args).env("BERTH_CONFIG", &cfg).output().unwrap();
+        (
+            out.status.code(),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    };
+    let (code, out, err) = run(&["run", "--rm", "busybox", "uname", "-r"]);
+    assert_eq!(code, Some(0), "{err}");
+    assert_ne!(out.trim(), host_release(), "a VM by default");
+    // --isolation still wins.
+    let (_, out, _) = run(&[
+        "run",
+        "--rm",
+        "--isolation",
+        "container",
+        "busybox",
+        "uname",
+        "-r",
+    ]);
+    assert_eq!(out.trim(), host_release());
+    let (_, info, _) = run(&["info"]);
+    assert!(info.contains("Default Isolation: vm"), "{info}");
+    // A bad value is an error naming the file.
+    std::fs::write(&cfg, br#"{"isolation": "chroot"}"#).unwrap();
+    let (code, _, err) = run(&["run", "--rm", "busybox", "true"]);
+    assert_eq!(code, Some(125), "{err}");
+    assert!(
+        err.contains("config.json") && err.contains("chroot"),
+        "{err}"
+    );
+}

@@ -71,6 +71,7 @@ fn run() -> Result<Infallible, String> {
         .try_clone()
         .map_err(|e| format!("dup of the port: {e}"))?;
     let port = Arc::new(Port::new(port));
+    sys::trace("agent: port open");
     let hello = Hello {
         kernel: sys::kernel_release(),
         agent: env!("CARGO_PKG_VERSION").to_string(),
@@ -286,6 +287,7 @@ fn wait(
     sessions: &Sessions,
 ) {
     let code = exit.recv().unwrap_or(255);
+    sys::trace("process exited");
     *lock(exited) = Some(Instant::now());
     if session == MAIN {
         kill_all();
@@ -296,6 +298,7 @@ fn wait(
     // Out of the table first, so the host may reuse the session number as
     // soon as it sees `Exit`.
     lock(sessions).remove(&session);
+    sys::trace("output drained");
     port.send(&Frame::json(Kind::Exit, session, &Exited { code }));
     if session == MAIN {
         thread::sleep(SHUTDOWN_GRACE);
@@ -436,6 +439,7 @@ pub fn power_off(why: &str) -> ! {
     static DOWN: AtomicBool = AtomicBool::new(false);
     if !DOWN.swap(true, Ordering::SeqCst) {
         log!("powering off: {why}");
+        sys::trace("power off");
         kill_all();
         // Every process is the agent's descendant, orphans its children:
         // wait (up to 2 s) until the reaper has collected the last one.

@@ -119,8 +119,12 @@ fn at(what: impl std::fmt::Display) -> impl FnOnce(io::Error) -> String {
 /// Applies `Boot`: the root file system, the standard mounts, the files,
 /// the mounts, the host name.
 pub fn boot(b: &Boot) -> BootResult<()> {
+    use super::sys::trace;
+    trace("boot: begin");
     root(b)?;
+    trace("boot: root mounted");
     standard()?;
+    trace("boot: standard mounts");
     for (i, f) in b.files.iter().enumerate() {
         file(i, f)?;
     }
@@ -128,6 +132,7 @@ pub fn boot(b: &Boot) -> BootResult<()> {
     for m in &b.mounts {
         one_mount(m, &mut shares)?;
     }
+    trace("boot: files and mounts");
     if b.rootfs.read_only {
         // Last, as runc does: every mount point above could still be made.
         mount(
@@ -148,6 +153,7 @@ pub fn boot(b: &Boot) -> BootResult<()> {
         log!("bringing up lo: {e}");
     }
     super::net::configure(&b.interfaces)?;
+    trace("boot: done");
     Ok(())
 }
 
@@ -165,7 +171,9 @@ fn root(b: &Boot) -> BootResult<()> {
     mount(&r.image, Path::new(LOWER), fstype, libc::MS_RDONLY, "")
         .map_err(at(format!("mount image {} ({fstype})", r.image)))?;
     match (&r.writable, r.read_only) {
-        (Some(dev), false) => mount(dev, Path::new(RW), "ext4", 0, "")
+        // noinit_itable: the template is made with lazy inode tables; zeroing them
+        // in the background would fill the VM's sparse layer for nothing.
+        (Some(dev), false) => mount(dev, Path::new(RW), "ext4", 0, "noinit_itable")
             .map_err(at(format!("mount writable layer {dev} (ext4)")))?,
         _ => mount("tmpfs", Path::new(RW), "tmpfs", 0, "mode=0755")
             .map_err(at("mount tmpfs for the writable layer"))?,

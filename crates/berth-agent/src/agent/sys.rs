@@ -145,6 +145,24 @@ pub fn pipe() -> io::Result<(std::os::fd::OwnedFd, std::os::fd::OwnedFd)> {
     })
 }
 
+/// With `berth.trace` on the kernel command line (`BERTH_VM_TRACE=1` on the
+/// host), logs `step` with the time since boot, to see where a start goes.
+pub fn trace(step: &str) {
+    static ON: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    let on = *ON.get_or_init(|| {
+        std::fs::read_to_string("/proc/cmdline")
+            .is_ok_and(|c| c.split_whitespace().any(|w| w == "berth.trace"))
+    });
+    if on {
+        // SAFETY: timespec is plain data; clock_gettime only writes it.
+        let mut ts: libc::timespec = unsafe { std::mem::zeroed() };
+        // SAFETY: a valid clock id and a pointer to our timespec.
+        unsafe { libc::clock_gettime(libc::CLOCK_BOOTTIME, &mut ts) };
+        let ms = ts.tv_sec as f64 * 1000.0 + ts.tv_nsec as f64 / 1e6;
+        log_line(format_args!("trace {ms:9.1} ms {step}"));
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -37,6 +37,19 @@ use berth_runtime::linux::StartError;
 pub const AGENT_SOCKET: &str = "agent.sock";
 /// The socket `exec` and `kill` connect to (in `vm/`).
 pub const CONTROL_SOCKET: &str = "control.sock";
+/// `BERTH_VM_TRACE=1`: when each step of starting a VM was reached, on
+/// stderr, in ms since the first (for `bench/vm.sh --phases`).
+fn trace(what: &str) {
+    static T0: std::sync::OnceLock<Option<Instant>> = std::sync::OnceLock::new();
+    let t0 = T0.get_or_init(|| std::env::var_os("BERTH_VM_TRACE").map(|_| Instant::now()));
+    if let Some(t0) = t0 {
+        eprintln!(
+            "berth: vm trace: {:8.1} ms {what}",
+            t0.elapsed().as_secs_f64() * 1000.0
+        );
+    }
+}
+
 /// The tap device of a VM on a network (in the hypervisor's own namespace).
 const TAP: &str = "tap0";
 
@@ -106,6 +119,43 @@ pub fn default_isolation() -> Result<Isolation, SpecError> {
         }
         None => Ok(Isolation::Container),
     }
+}
+
+/// `system prune`'s part for VMs: root file system exports of images that are
+/// gone, and what an interrupted export or template left. Returns bytes freed.
+pub fn prune_shared(engine: &Engine) -> u64 {
+    let shared = engine.root().join("vm");
+    let live: std::collections::HashSet<String> = engine
+        .images()
+        .list()
+        .unwrap_or_default()
+        .iter()
+        .filter_map(|i| engine.images().resolve(&i.id.to_string()).ok())
+        .filter_map(|i| i.layers.last().cloned())
+        .map(|l| format!("{}.erofs", l.chain_id.to_string().replace(':', "-")))
+        .collect();
+    let mut freed = 0;
+    let mut remove = |p: &Path| {
+        freed += fs::metadata(p).map(|m| m.len()).unwrap_or(0);
+        let _ = if p.is_dir() {
+            fs::remove_dir_all(p)
+        } else {
+            fs::remove_file(p)
+        };
+    };
+    for dir in [shared.clone(), shared.join("rootfs")] {
+        for e in fs::read_dir(&dir).into_iter().flatten().flatten() {
+            let name = e.file_name().to_string_lossy().into_owned();
+            let stale_export = dir.ends_with("rootfs")
+                && name.ends_with(".erofs")
+                && !live.contains(&name)
+                && name != "empty.erofs";
+            if name.starts_with(".export-") || name.starts_with(".template-") || stale_export {
+                remove(&e.path());
+            }
+        }
+    }
+    freed
 }
 
 /// vCPUs (`--cpus` rounded up, default 1) and guest RAM in MiB (`--memory`,
@@ -196,6 +246,7 @@ pub(super) fn run_once(
     let vmdir = dir.join("vm");
     fs::create_dir_all(&vmdir).map_err(io_err(&vmdir))?;
     let shared = engine.root().join("vm");
+    trace("begin");
     let kernel = assets::kernel()?;
     let agent = assets::agent()?;
     let initramfs = initramfs::for_agent(&agent, &shared.join("initramfs"))?;
@@ -211,6 +262,7 @@ pub(super) fn run_once(
         .map(|l| l.chain_id.to_string().replace(':', "-"))
         .unwrap_or_else(|| "empty".into());
     let rootfs = shared.join("rootfs").join(format!("{key}.erofs"));
+    trace("assets");
     disk::export_erofs(&engine.images().lowerdirs(&img), &rootfs).map_err(|e| {
         setup(format!(
             "cannot export the root file system of image {}: {e}",
@@ -282,7 +334,11 @@ pub(super) fn run_once(
     let cfg = VmConfig {
         kernel: kernel.path.clone(),
         initramfs,
-        cmdline: String::new(),
+        cmdline: if std::env::var_os("BERTH_VM_TRACE").is_some() {
+            "berth.trace".into()
+        } else {
+            String::new()
+        },
         vcpus,
         memory_mib,
         disks,
@@ -298,11 +354,14 @@ pub(super) fn run_once(
         console_log: vmdir.join("console.log"),
         hypervisor_log: vmdir.join("hypervisor.log"),
     };
+    trace("disks");
     let hv = microvm::hypervisor()?;
     let mut vm = hv.launch(&cfg)?;
+    trace("hypervisor launched");
     let _ = cg.add_process(vm.pid());
     let booted = (|| {
         let stream = accept_agent(&listener, vm.as_mut(), &cfg)?;
+        trace("agent connected");
         let _ = fs::remove_file(vmdir.join(AGENT_SOCKET));
         let mut reader = stream.try_clone().map_err(io_err("agent socket"))?;
         let writer: Writer = Arc::new(Mutex::new(stream));
@@ -327,13 +386,17 @@ pub(super) fn run_once(
                 gateway: st.gateway,
             });
         }
+        trace("network attached");
         let hello: proto::Hello = expect(&mut reader, Kind::Ready, vm.as_mut(), &cfg)?
             .parse()
             .map_err(|e| setup(format!("the VM's agent: {e}")))?;
+        trace("agent ready (guest booted)");
         send(&writer, &Frame::json(Kind::Boot, proto::VM, &boot)).map_err(io_err("agent"))?;
         expect(&mut reader, Kind::Ready, vm.as_mut(), &cfg)?;
+        trace("boot done");
         send(&writer, &Frame::json(Kind::Start, proto::MAIN, &main)).map_err(io_err("agent"))?;
         expect(&mut reader, Kind::Started, vm.as_mut(), &cfg)?;
+        trace("started");
         Ok::<_, RunError>((reader, writer, hello))
     })();
     let (mut reader, writer, hello) = match booted {
@@ -412,7 +475,9 @@ pub(super) fn run_once(
     stop.store(true, Ordering::Relaxed);
     let _ = log.flush();
     let _ = send(&writer, &Frame::empty(Kind::Shutdown, proto::VM));
+    trace("exit");
     vm.wait_or_kill(Duration::from_secs(10));
+    trace("hypervisor exited");
     // Wakes the control thread out of accept() so it ends.
     // SAFETY: shutdown takes integers; the listener is still open (owned by that thread).
     unsafe { libc::shutdown(control_fd, libc::SHUT_RDWR) };

@@ -75,15 +75,27 @@ impl Cpio {
     }
 }
 
-/// The initramfs for `agent`, built into `dir` on first use
-/// (`initramfs-<sha256 of the agent>.cpio`, written atomically).
+/// The initramfs for `agent`, built into `dir` on first use and written
+/// atomically. Keyed by the agent file's identity (path, inode, size,
+/// mtime), so a start does not hash the binary and a rebuilt agent gets a
+/// new initramfs.
 pub fn for_agent(agent: &Path, dir: &Path) -> Result<PathBuf, VmError> {
-    let bin = std::fs::read(agent).map_err(io_at(agent))?;
-    let key = hex16(&Sha256::digest(&bin));
+    use std::os::unix::fs::MetadataExt;
+    let m = std::fs::metadata(agent).map_err(io_at(agent))?;
+    let id = format!(
+        "{}\0{}\0{}\0{}.{}",
+        agent.display(),
+        m.ino(),
+        m.size(),
+        m.mtime(),
+        m.mtime_nsec()
+    );
+    let key = hex16(&Sha256::digest(id.as_bytes()));
     let out = dir.join(format!("initramfs-{key}.cpio"));
     if out.is_file() {
         return Ok(out);
     }
+    let bin = std::fs::read(agent).map_err(io_at(agent))?;
     std::fs::create_dir_all(dir).map_err(io_at(dir))?;
     let mut c = Cpio::default();
     for d in ["dev", "proc", "sys", "run", "rootfs", "tmp"] {
