@@ -213,12 +213,14 @@ impl Agent {
             Ok(p) => p,
             Err(e) => return self.port.error(session, 125, e.to_string()),
         };
+        sys::trace("start: received");
         let child = match process::spawn(&p) {
             Ok(c) => c,
             Err(fail) => {
                 return self.port.error(session, fail.code, fail.message);
             }
         };
+        sys::trace("start: exec'd");
         self.port.send(&Frame::json(
             Kind::Started,
             session,

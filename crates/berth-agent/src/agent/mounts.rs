@@ -163,6 +163,16 @@ pub fn boot(b: &Boot) -> BootResult<()> {
 /// read-only.
 fn root(b: &Boot) -> BootResult<()> {
     let r = &b.rootfs;
+    // Big reads: every request to an emulated disk is expensive, and the first
+    // program of a container faults its whole binary in.
+    for dev in std::iter::once(&r.image).chain(r.writable.as_ref()) {
+        if let Some(name) = dev.strip_prefix("/dev/") {
+            let knob = format!("/sys/block/{name}/queue/read_ahead_kb");
+            if let Err(e) = std::fs::write(&knob, "4096") {
+                log!("{knob}: {e}");
+            }
+        }
+    }
     let fstype = if r.image_fstype.is_empty() {
         "erofs"
     } else {
@@ -170,6 +180,7 @@ fn root(b: &Boot) -> BootResult<()> {
     };
     mount(&r.image, Path::new(LOWER), fstype, libc::MS_RDONLY, "")
         .map_err(at(format!("mount image {} ({fstype})", r.image)))?;
+    super::sys::trace("boot: image mounted");
     match (&r.writable, r.read_only) {
         // noinit_itable: the template is made with lazy inode tables; zeroing them
         // in the background would fill the VM's sparse layer for nothing.
@@ -178,6 +189,7 @@ fn root(b: &Boot) -> BootResult<()> {
         _ => mount("tmpfs", Path::new(RW), "tmpfs", 0, "mode=0755")
             .map_err(at("mount tmpfs for the writable layer"))?,
     }
+    super::sys::trace("boot: writable layer mounted");
     let upper = Path::new(RW).join("upper");
     let work = Path::new(RW).join("work");
     mkdir_all(&upper).map_err(|e| e.to_string())?;
