@@ -7,6 +7,7 @@
 //! the container with the `tar` crate (symlinks not followed); into it with
 //! berth's own layer extractor, which refuses any path through a symlink.
 
+use crate::containers::ContainerError;
 use std::fs::{self, File};
 use std::io::{Seek, SeekFrom};
 use std::os::fd::{AsRawFd, OwnedFd};
@@ -45,6 +46,15 @@ impl Drop for Root {
 impl Engine {
     fn container_root(&self, name: &str) -> Result<(Root, String), RunError> {
         let c = self.containers().resolve(name)?;
+        if c.options.isolation == crate::containers::vm::Isolation::Vm {
+            // Its files live in the VM's own disk, not in a host overlay, and its
+            // PID is the hypervisor's: /proc/PID/root would be the host's root.
+            return Err(ContainerError::State(format!(
+                "container {} runs in a VM: cp does not reach into a VM's disk yet (use exec with tar, or a volume)",
+                c.name
+            ))
+            .into());
+        }
         let open = |p: &Path| {
             rustix::fs::open(
                 p,

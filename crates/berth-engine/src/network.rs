@@ -249,6 +249,18 @@ pub fn plan(engine: &Engine, o: &RunOptions) -> Result<Plan, SpecError> {
                 .containers()
                 .resolve(c)
                 .map_err(|e| SpecError(e.to_string()))?;
+            if other.options.isolation == crate::containers::vm::Isolation::Vm {
+                // A VM's stack is inside the guest; its hypervisor's namespace
+                // (the host's, without a network) is nothing to share.
+                return Err(SpecError(format!(
+                    "--network container:{c}: {c} runs in a VM, whose network stack cannot be shared"
+                )));
+            }
+            if o.isolation == crate::containers::vm::Isolation::Vm {
+                return Err(SpecError(format!(
+                    "--network container:{c} with --isolation vm: a VM has its own network stack"
+                )));
+            }
             join = Some(match Mode::parse(other.options.network.as_deref()) {
                 Mode::Network(_) => engine.netns_path(&other.id),
                 // Without a pinned namespace, the one its process has.

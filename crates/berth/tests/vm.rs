@@ -647,3 +647,40 @@ fn the_config_file_sets_the_default_isolation() {
         "{err}"
     );
 }
+
+/// A VM's PID is its hypervisor's, whose root and network namespace are the
+/// host's: nothing may reach the host through them.
+#[test]
+fn cp_and_container_network_never_reach_the_host_through_a_vm() {
+    let s = busybox();
+    s.ok(&[
+        "run",
+        "-d",
+        "--isolation",
+        "vm",
+        "--name",
+        "v",
+        "busybox",
+        "sleep",
+        "600",
+    ]);
+    let src = common::scratch();
+    std::fs::write(src.path().join("f"), b"x").unwrap();
+    let marker = format!("/berth-cp-test-{}", std::process::id());
+    let e = s.fails(&[
+        "cp",
+        src.path().join("f").to_str().unwrap(),
+        &format!("v:{marker}"),
+    ]);
+    assert!(e.contains("runs in a VM"), "{e}");
+    assert!(
+        !std::path::Path::new(&marker).exists(),
+        "written on the host!"
+    );
+    let e = s.fails(&["cp", "v:/etc/hostname", src.path().to_str().unwrap()]);
+    assert!(e.contains("runs in a VM"), "{e}");
+    let e = s.fails(&["run", "--rm", "--network", "container:v", "busybox", "true"]);
+    assert!(e.contains("runs in a VM"), "{e}");
+    s.ok(&["rm", "-f", "v"]);
+    assert_no_leftovers(&s);
+}
