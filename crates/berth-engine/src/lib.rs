@@ -92,6 +92,8 @@ pub struct Pruned {
     pub containers: Vec<String>,
     /// Volume names.
     pub volumes: Vec<String>,
+    /// Network names.
+    pub networks: Vec<String>,
     /// "untagged: x" / "deleted: sha256:…" lines.
     pub images: Vec<String>,
     /// Bytes freed from the image store.
@@ -164,8 +166,8 @@ impl Engine {
         Ok(self.images.prune(all, &|id| self.containers_using(id))?)
     }
 
-    /// `system prune`: stopped containers, then unused anonymous (or all)
-    /// volumes, then dangling (or all unused) images, then leftovers of
+    /// `system prune`: stopped containers, then unused networks, then unused
+    /// anonymous (or all) volumes, then dangling (or all unused) images, then leftovers of
     /// interrupted operations (ingest files, half-unpacked snapshots).
     pub fn prune_system(
         &self,
@@ -176,6 +178,8 @@ impl Engine {
             containers: self.prune_containers()?,
             ..Default::default()
         };
+        // (prune_containers released what a crash left of their networking.)
+        p.networks = network::prune(self);
         let in_use: std::collections::HashSet<String> = self
             .containers()
             .list()?

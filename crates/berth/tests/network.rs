@@ -655,6 +655,16 @@ fn network_prune_removes_unused_networks() {
     assert!(out.contains("unused") && !out.contains("\nused"), "{out}");
     let ls = s.ok(&["network", "ls", "--format", "{{.Name}}"]);
     assert_eq!(ls.lines().collect::<Vec<_>>(), ["bridge", "used"]);
+    // system prune: the stopped container goes, then the network it used.
+    s.create_network("unused2", 7);
+    let out = s.ok(&["system", "prune", "-f"]);
+    assert!(out.contains("Deleted Networks:\n"), "{out}");
+    assert!(
+        out.contains("\nused\n") && out.contains("\nunused2\n"),
+        "{out}"
+    );
+    let ls = s.ok(&["network", "ls", "--format", "{{.Name}}"]);
+    assert_eq!(ls.lines().collect::<Vec<_>>(), ["bridge"]);
 }
 
 #[test]

@@ -156,7 +156,7 @@ fn prune(root: &Path, a: PruneArgs) -> anyhow::Result<ExitCode> {
     let e = Engine::open(root)?;
     if !a.force {
         eprint!(
-            "WARNING! This will remove:\n  - all stopped containers\n  - all {}images without a container\n  - unused {}volumes\nAre you sure you want to continue? [y/N] ",
+            "WARNING! This will remove:\n  - all stopped containers\n  - all networks not used by at least one container\n  - all {}images without a container\n  - unused {}volumes\nAre you sure you want to continue? [y/N] ",
             if a.all { "" } else { "dangling " },
             if a.volumes { "" } else { "anonymous " }
         );
@@ -171,6 +171,13 @@ fn prune(root: &Path, a: PruneArgs) -> anyhow::Result<ExitCode> {
         println!("Deleted Containers:");
         for c in &r.containers {
             println!("{c}");
+        }
+        println!();
+    }
+    if !r.networks.is_empty() {
+        println!("Deleted Networks:");
+        for n in &r.networks {
+            println!("{n}");
         }
         println!();
     }
