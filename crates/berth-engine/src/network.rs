@@ -629,6 +629,13 @@ pub fn connect(
             mode.name()
         ));
     }
+    if c.options.isolation == crate::containers::vm::Isolation::Vm {
+        // The VM has one NIC, fixed when it booted.
+        return Err(format!(
+            "container {} runs in a VM: connecting it to another network while it runs is not supported",
+            c.name
+        ));
+    }
     let mut state = match engine.net_state(&c.id) {
         Some(s) if c.state.status == Some(Status::Running) => s,
         _ => return Err(format!("container {} is not running", c.name)),
@@ -708,7 +715,37 @@ pub fn connect(
     if net.name != berth_net::networks::DEFAULT {
         let _ = dns::ensure(engine, &net.name);
     }
+    // As Docker: the container's own name resolves to its new address too.
+    edit_hosts(engine, &c.id, |lines| {
+        let hostname = own_hostname(engine, &c.id);
+        lines.push(format!("{}\t{hostname}", link.ip));
+    });
     Ok(link)
+}
+
+fn own_hostname(engine: &Engine, id: &str) -> String {
+    let dir = engine.containers().dir(id);
+    fs::read_to_string(dir.join("hostname"))
+        .unwrap_or_default()
+        .trim()
+        .to_string()
+}
+
+/// Rewrites a container's generated /etc/hosts in place (same inode: the
+/// running container has it bind-mounted).
+fn edit_hosts(engine: &Engine, id: &str, f: impl FnOnce(&mut Vec<String>)) {
+    use std::io::Write;
+    let p = engine.containers().dir(id).join("hosts");
+    let Ok(text) = fs::read_to_string(&p) else {
+        return;
+    };
+    let mut lines: Vec<String> = text.lines().map(str::to_string).collect();
+    f(&mut lines);
+    let mut out = lines.join("\n");
+    out.push('\n');
+    if let Ok(mut file) = fs::OpenOptions::new().write(true).truncate(true).open(&p) {
+        let _ = file.write_all(out.as_bytes());
+    }
 }
 
 /// `network disconnect [-f] NETWORK CONTAINER`: CNI DEL of a network the
@@ -758,7 +795,13 @@ pub fn disconnect(
     };
     del_link(engine, &c.id, &state.netns, &link);
     state.connected.retain(|l| l.ifname != link.ifname);
-    write_state(engine, &c.id, &state)
+    write_state(engine, &c.id, &state)?;
+    if !link.ip.is_empty() {
+        let hostname = own_hostname(engine, &c.id);
+        let entry = format!("{}\t{hostname}", link.ip);
+        edit_hosts(engine, &c.id, |lines| lines.retain(|l| *l != entry));
+    }
+    Ok(())
 }
 
 /// Namespace pins whose container is gone (a crash between `attach` and

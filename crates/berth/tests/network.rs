@@ -949,6 +949,13 @@ fn connect_and_disconnect_a_running_container() {
     ]);
     let out = s.ok(&["exec", "cli", "ip", "-4", "-o", "addr", "show", "eth1"]);
     assert!(out.contains(&format!("inet {fixed}/24")), "{out}");
+    // Its own name resolves to the new address too (/etc/hosts, as Docker).
+    let hosts = s.ok(&["exec", "cli", "cat", "/etc/hosts"]);
+    let hostname = s.ok(&["exec", "cli", "hostname"]);
+    assert!(
+        hosts.contains(&format!("{fixed}\t{}", hostname.trim())),
+        "{hosts}"
+    );
     let out = s.ok(&[
         "exec",
         "cli",
@@ -989,6 +996,7 @@ fn connect_and_disconnect_a_running_container() {
     s.ok(&["network", "disconnect", "netb", "cli"]);
     let out = s.ok(&["exec", "cli", "ip", "-o", "link"]);
     assert!(!out.contains("eth1"), "{out}");
+    assert!(!s.ok(&["exec", "cli", "cat", "/etc/hosts"]).contains(&fixed));
     assert_eq!(s.leases("netb"), 1);
     let err = s.fails(&["network", "disconnect", "netb", "cli"]);
     assert!(err.contains("not connected"), "{err}");
@@ -1075,6 +1083,10 @@ fn a_vm_joins_user_networks_and_publishes_ports() {
     }
     let out = s.ok(&["exec", "vmweb", "ping", "-c1", "-W2", "ctr"]);
     assert!(out.contains(&ctr_ip), "{out}");
+    // Its one NIC is fixed at boot: connecting another network is refused.
+    s.create_network("vmnet2", 31);
+    let e = s.fails(&["network", "connect", "vmnet2", "vmweb"]);
+    assert!(e.contains("runs in a VM"), "{e}");
     // Released with the VM: no netns pin, no lease, no host port.
     let id = s.inspect("vmweb", "{{.Id}}");
     s.ok(&["rm", "-f", "vmweb"]);
