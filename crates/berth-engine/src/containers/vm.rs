@@ -418,6 +418,8 @@ pub(super) fn run_once(
     if let Mode::Detached(fd) = mode {
         // Closing the start pipe with nothing written means "started".
         drop(fd.take());
+        // From here the monitor only routes frames for as long as the VM runs.
+        berth_runtime::memory::shed_startup_pages();
     }
     let ran_since = Instant::now();
     let _ = reader.set_read_timeout(None);
