@@ -526,3 +526,22 @@ fn programs_start_with_default_signals() {
     // SIGPIPE works: `yes` stops when `head` is done.
     assert_eq!(sh(&s, "yes | head -1"), "y\n");
 }
+
+#[test]
+fn options_stop_at_the_image_name() {
+    // As with Docker: what follows the image is the command's, dashes and all.
+    let s = busybox();
+    assert_eq!(
+        s.ok(&[
+            "run",
+            "--rm",
+            "--entrypoint",
+            "sh",
+            "busybox",
+            "-c",
+            "echo $0 -e"
+        ]),
+        "sh -e\n"
+    );
+    assert_eq!(s.ok(&["run", "--rm", "busybox", "echo", "-n", "x"]), "x");
+}

@@ -151,6 +151,23 @@ fn env_user_workdir_and_stdin() {
     assert_eq!(r.code, 0, "{}", r.stderr);
     assert_eq!(r.stdout, "hello\n1000\n1000\n/work/dir\nfrom stdin\n");
     assert!(r.stderr.contains("err"), "{}", r.stderr);
+    // Host name, rlimits and the image's entrypoint, as for a container.
+    let out = s.ok(&[
+        "run",
+        "--isolation",
+        "vm",
+        "--rm",
+        "--hostname",
+        "vmhost",
+        "--ulimit",
+        "nofile=1024:2048",
+        "--entrypoint",
+        "sh",
+        "busybox",
+        "-c",
+        "hostname; cat /etc/hostname; ulimit -n; ulimit -Hn",
+    ]);
+    assert_eq!(out, "vmhost\nvmhost\n1024\n2048\n");
 }
 
 #[test]

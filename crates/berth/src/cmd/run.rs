@@ -139,11 +139,16 @@ pub struct CreateArgs {
     /// Pull the image first: always, missing (when not stored) or never.
     #[arg(long, default_value = "missing", value_parser = ["always", "missing", "never"])]
     pull: String,
-    /// Image to run.
-    image: String,
-    /// Command and arguments (replace the image's CMD).
-    #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
-    command: Vec<String>,
+    /// Image to run, then the command and its arguments (replacing the image's
+    /// CMD). One list, so that options stop at the image, as with Docker:
+    /// `--entrypoint sh IMAGE -c 'echo hi'` passes `-c` to the command.
+    #[arg(
+        value_name = "IMAGE [COMMAND] [ARG...]",
+        trailing_var_arg = true,
+        required = true,
+        num_args = 1..
+    )]
+    image_and_command: Vec<String>,
 }
 
 /// Docker's --env-file: KEY=VALUE or KEY lines; blank lines and # comments skipped.
@@ -203,11 +208,12 @@ fn pull_first(e: &Engine, image: &str, policy: &str) -> Result<(), String> {
 }
 
 impl CreateArgs {
-    fn split(self) -> anyhow::Result<(String, RunOptions, CreateOptions)> {
+    fn split(mut self) -> anyhow::Result<(String, RunOptions, CreateOptions)> {
+        let image = self.image_and_command.remove(0);
         let mut env = read_env_files(&self.env_file)?;
         env.extend(self.env);
         let opts = RunOptions {
-            cmd: self.command,
+            cmd: self.image_and_command,
             entrypoint: self.entrypoint,
             env,
             labels: self.label,
@@ -251,7 +257,7 @@ impl CreateArgs {
             auto_remove: self.rm,
             restart: self.restart,
         };
-        Ok((self.image, opts, c))
+        Ok((image, opts, c))
     }
 }
 
