@@ -323,8 +323,17 @@ fn pause_unpause_stats_top_rename_prune() {
     s.ok(&["pause", "ticker"]);
     assert_eq!(status(&s, "ticker"), "paused");
     assert!(s.ok(&["ps"]).contains("(Paused)"));
-    // Frozen: the log stops growing.
-    let before = s.ok(&["logs", "ticker"]).len();
+    // Frozen: the log stops growing. A line written just before the freeze may
+    // still be on its way from the pipe to the log: let that settle first.
+    let mut before = s.ok(&["logs", "ticker"]).len();
+    for _ in 0..50 {
+        std::thread::sleep(Duration::from_millis(200));
+        let now = s.ok(&["logs", "ticker"]).len();
+        if now == before {
+            break;
+        }
+        before = now;
+    }
     std::thread::sleep(Duration::from_millis(400));
     assert_eq!(
         s.ok(&["logs", "ticker"]).len(),
