@@ -69,7 +69,7 @@ B=("$BERTH" --root "$BR")
 "${B[@]}" load -q -i "$FIX/busybox.oci.tar" >/dev/null
 "${B[@]}" run --rm --isolation vm busybox true || die "berth run --isolation vm failed"
 "${B[@]}" run --rm busybox true || die "berth run failed"
-hv=$("${B[@]}" info --format json | jq -r '.vm.hypervisor.Ok // .vm.hypervisor.Err')
+hv=$("${B[@]}" info --format json | jq -r '.vm.hypervisor // .vm.hypervisor_error')
 log "berth: $BERTH; hypervisor: $hv; kernel: $BERTH_KERNEL"
 
 # --- the bare VM: berth's machine options, an init that only runs `true` -------

@@ -63,15 +63,25 @@ pub struct Info {
     pub vm: VmSupport,
 }
 
-/// The microVM backend on this host, for `info`.
+/// The microVM backend on this host, for `info`: each part, or (in its
+/// `*_error` field) why it is missing.
 #[derive(Debug, Serialize)]
 pub struct VmSupport {
-    /// The guest kernel, or why there is none.
-    pub kernel: Result<berth_runtime::microvm::assets::GuestKernel, String>,
-    /// The static agent, or why there is none.
-    pub agent: Result<PathBuf, String>,
-    /// The hypervisor, or why there is none.
-    pub hypervisor: Result<String, String>,
+    /// The guest kernel.
+    pub kernel: Option<berth_runtime::microvm::assets::GuestKernel>,
+    /// Why there is no guest kernel.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub kernel_error: Option<String>,
+    /// The static agent.
+    pub agent: Option<PathBuf>,
+    /// Why there is no agent.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub agent_error: Option<String>,
+    /// The hypervisor and accelerator, e.g. `qemu-microvm (tcg)`.
+    pub hypervisor: Option<String>,
+    /// Why there is no hypervisor.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub hypervisor_error: Option<String>,
     /// Why this accelerator.
     pub accel_reason: String,
     /// Isolation `run` uses without `--isolation`.
@@ -229,10 +239,24 @@ impl Engine {
             host: host::probe(&self.root),
             vm: {
                 use berth_runtime::microvm::{accel, assets, hypervisor};
+                fn split<T>(
+                    r: Result<T, berth_runtime::microvm::VmError>,
+                ) -> (Option<T>, Option<String>) {
+                    match r {
+                        Ok(v) => (Some(v), None),
+                        Err(e) => (None, Some(e.to_string())),
+                    }
+                }
+                let (kernel, kernel_error) = split(assets::kernel());
+                let (agent, agent_error) = split(assets::agent());
+                let (hypervisor, hypervisor_error) = split(hypervisor().map(|h| h.name()));
                 VmSupport {
-                    kernel: assets::kernel().map_err(|e| e.to_string()),
-                    agent: assets::agent().map_err(|e| e.to_string()),
-                    hypervisor: hypervisor().map(|h| h.name()).map_err(|e| e.to_string()),
+                    kernel,
+                    kernel_error,
+                    agent,
+                    agent_error,
+                    hypervisor,
+                    hypervisor_error,
                     accel_reason: accel::detect().1,
                     default_isolation: containers::vm::default_isolation()
                         .map(|i| i.as_str())

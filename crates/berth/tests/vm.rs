@@ -84,7 +84,7 @@ fn guest_kernel_vcpus_and_memory() {
     let info = s.ok(&["info", "--format", "json"]);
     let info: Value = serde_json::from_str(&info).unwrap();
     assert_eq!(
-        info["vm"]["kernel"]["Ok"]["release"].as_str(),
+        info["vm"]["kernel"]["release"].as_str(),
         Some(lines[0]),
         "info names the kernel the VM booted"
     );

@@ -115,21 +115,22 @@ pub fn info(root: &Path, a: InfoArgs) -> anyhow::Result<ExitCode> {
             let v = &i.vm;
             println!("Default Isolation: {}", v.default_isolation);
             println!("MicroVM:");
+            let none = |e: &Option<String>| e.clone().unwrap_or_default();
             match &v.kernel {
-                Ok(k) => println!(
+                Some(k) => println!(
                     "  Guest Kernel:   {} ({})",
                     k.path.display(),
                     k.release.as_deref().unwrap_or("release unknown")
                 ),
-                Err(e) => println!("  Guest Kernel:   none: {e}"),
+                None => println!("  Guest Kernel:   none: {}", none(&v.kernel_error)),
             }
             match &v.agent {
-                Ok(p) => println!("  Agent:          {}", p.display()),
-                Err(e) => println!("  Agent:          none: {e}"),
+                Some(p) => println!("  Agent:          {}", p.display()),
+                None => println!("  Agent:          none: {}", none(&v.agent_error)),
             }
             match &v.hypervisor {
-                Ok(h) => println!("  Hypervisor:     {h}: {}", v.accel_reason),
-                Err(e) => println!("  Hypervisor:     none: {e}"),
+                Some(h) => println!("  Hypervisor:     {h}: {}", v.accel_reason),
+                None => println!("  Hypervisor:     none: {}", none(&v.hypervisor_error)),
             }
             println!("Peers:");
             for (name, path) in &h.peers {
