@@ -1093,3 +1093,52 @@ fn a_vm_joins_user_networks_and_publishes_ports() {
     assert!(!s.root().join("netns").join(&id).exists());
     assert!(std::net::TcpListener::bind(("127.0.0.1", port)).is_ok());
 }
+
+/// The responder serves from a worker its watchdog restarts: killing the
+/// worker does not take the network's names away.
+#[test]
+fn a_killed_dns_worker_is_restarted() {
+    let s = Net::new();
+    s.create_network("wdnet", 40);
+    let gw = s.gateway("wdnet");
+    for name in ["a", "b"] {
+        s.ok(&[
+            "run",
+            "-d",
+            "--name",
+            name,
+            "--network",
+            "wdnet",
+            "busybox",
+            "sleep",
+            "120",
+        ]);
+    }
+    let b = s.inspect("b", "{{.NetworkSettings.IPAddress}}");
+    assert!(lookup(&s, "a", "b", &gw).contains(&b));
+    let watchdog = s.dns_pid("wdnet").expect("a responder");
+    let workers = |pid: i32| -> Vec<i32> {
+        std::fs::read_to_string(format!("/proc/{pid}/task/{pid}/children"))
+            .unwrap_or_default()
+            .split_whitespace()
+            .filter_map(|p| p.parse().ok())
+            .collect()
+    };
+    let first = workers(watchdog);
+    assert_eq!(first.len(), 1, "one worker: {first:?}");
+    // SAFETY: kill takes integers; the worker is a process this test's berth started.
+    unsafe { libc::kill(first[0], libc::SIGKILL) };
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    loop {
+        let now = workers(watchdog);
+        if now.len() == 1 && now[0] != first[0] && lookup(&s, "a", "b", &gw).contains(&b) {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "names did not come back: {now:?}"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    assert_eq!(s.dns_pid("wdnet"), Some(watchdog), "the same watchdog");
+}

@@ -9,7 +9,8 @@
 //! * It answers from the store on every query (containers' net.json), so
 //!   containers started later resolve with no invalidation to get wrong.
 //! * It ends itself when no container is attached any more or the network
-//!   is gone (checked every 2 s). The check and [`ensure`] both hold
+//!   is gone (checked every 2 s). It serves from a forked worker and
+//!   restarts it if it dies (a watchdog), keeping lock and sockets. The check and [`ensure`] both hold
 //!   `<network>/dns.ctl`, so a container attaching while the responder
 //!   decides to leave either is seen by it or starts a new one.
 
@@ -205,9 +206,64 @@ pub fn serve(root: &Path, network: &str, ready: impl FnOnce(Result<(), String>))
     };
     ready(Ok(()));
     let dir: PathBuf = nets.dir(network);
+    // A watchdog: this process keeps the lock and the sockets and serves
+    // from a forked worker, which a crash or a kill does not take the
+    // network's names with it: the next worker answers on the same sockets.
+    let mut backoff = Duration::from_millis(100);
+    loop {
+        // SAFETY: this process is single-threaded here (the worker's threads
+        // start after the fork), so the child may run any code.
+        let pid = unsafe { libc::fork() };
+        if pid == 0 {
+            // SAFETY: prctl with integer arguments; the worker ends with us.
+            unsafe { libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGTERM) };
+            worker(root, network, &dir, &run, udp, tcp);
+        }
+        if pid < 0 {
+            let _ = fs::write(
+                dir.join("dns.err"),
+                "fork: the responder cannot start a worker",
+            );
+            break;
+        }
+        let mut status = 0;
+        // SAFETY: waits for our own child; status is a valid out-pointer.
+        while unsafe { libc::waitpid(pid, &mut status, 0) } < 0
+            && std::io::Error::last_os_error().kind() == std::io::ErrorKind::Interrupted
+        {}
+        if libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0 {
+            // The worker ended because nothing uses the network any more.
+            break;
+        }
+        let _ = fs::write(
+            dir.join("dns.err"),
+            format!("worker {pid} died (wait status {status}); restarted"),
+        );
+        if !(dir.join("network.json").exists() && in_use(root, network)) {
+            break;
+        }
+        std::thread::sleep(backoff);
+        backoff = (backoff * 2).min(Duration::from_secs(10));
+    }
+    let _ = fs::remove_file(dir.join("dns.pid"));
+    drop(run);
+    std::process::exit(0);
+}
+
+/// A responder's worker: answers until the network is unused or gone, then
+/// releases the lifetime lock itself before its `dns.ctl` (so a container
+/// attaching meanwhile either kept it alive or starts a new responder).
+fn worker(
+    root: &Path,
+    network: &str,
+    dir: &Path,
+    run: &File,
+    udp: UdpSocket,
+    tcp: Option<TcpListener>,
+) -> ! {
     let (r, n) = (root.to_path_buf(), network.to_string());
     let lookup: Arc<proto::Lookup> = Arc::new(move |name: &str| names(&r, &n).remove(name));
-    // The lock held when deciding to end, kept until the sockets are closed.
+    // The lock held when deciding to end, kept until the lifetime lock is let go.
     let held = std::cell::RefCell::new(None);
     proto::serve(udp, tcp, lookup, upstreams(), &|| {
         let Ok(ctl) = open_lock(&dir.join("dns.ctl")) else {
@@ -222,9 +278,9 @@ pub fn serve(root: &Path, network: &str, ready: impl FnOnce(Result<(), String>))
         }
         keep
     });
+    // Shared with the watchdog (one open file description): unlocking here
+    // unlocks it for both, while `held` still keeps `ensure` waiting.
+    let _ = flock(run, FlockOperation::Unlock);
     let _ = fs::remove_file(dir.join("dns.pid"));
-    drop(run);
-    // The TCP listener's thread ends with the process; `held` is released
-    // by exit too, after the lock above (a new responder retries its binds).
     std::process::exit(0);
 }
