@@ -198,7 +198,7 @@ log "fixtures: $FIX; work dir: $W; N=$N; load average: $(cut -d' ' -f1-3 /proc/l
 
 "$BERTH" --root "$BR" load -q -i "$OCI" >/dev/null
 log "berth: starting $N containers"
-start_n "$BERTH" --root "$BR" run -d
+start_n "$BERTH" --root "$BR" run -d --network none
 read -r cnt rss pss uss anon < <({
 	pids_by_exe "$BERTH" "--root $BR "
 	pids_by_exe "$W/berth-shim" "--root $BR "

@@ -122,7 +122,7 @@ fi
 # --- 1. start ----------------------------------------------------------------
 
 args=(-N --runs "$RUNS" --warmup "$WARMUP" --style basic --export-json "$W/start.json")
-args+=(--command-name berth "$BERTH --root $BR run --rm busybox true")
+args+=(--command-name berth "$BERTH --root $BR run --rm --network none busybox true")
 args+=(--command-name "berth bridge" "$BERTH --root $BR run --rm --network bridge busybox true")
 args+=(--command-name "berth -p" "$BERTH --root $BR run --rm --network bridge -p 127.0.0.1::80 busybox true")
 if ((HAVE_DOCKER)); then

@@ -1,12 +1,12 @@
 #!/usr/bin/env bash
-# Container start benchmark: `run --rm busybox true` end to end, berth vs. docker
+# Container start benchmark: `run --rm --network none busybox true` end to end, berth vs. docker
 # (Debian's docker.io, on a private dockerd) vs. podman.
 #
 # Usage: bench/run.sh            side by side with hyperfine, table, target check
 #        bench/run.sh --phases   berth only: where one run's time goes (needs perf)
 #
 # Timed commands (one hyperfine invocation, -N: no shell in between):
-#   berth   <berth> --root <scratch>/berth run --rm busybox true
+#   berth   <berth> --root <scratch>/berth run --rm --network none busybox true
 #   docker  docker -H unix://<scratch>/docker.sock run --rm --network none busybox true
 #           against a dockerd this script starts on its own socket, data root and
 #           exec root (--bridge none --iptables=false --ip6tables=false: offline, no
@@ -14,8 +14,8 @@
 #   podman  podman --root/--runroot/--tmpdir <scratch>/podman --storage-driver overlay
 #           --cgroup-manager cgroupfs --events-backend none run --rm --network none
 #           busybox true   (podman's default OCI runtime; see PODMAN_ARGS below)
-# berth has no network yet: its containers get an empty network namespace, which is
-# what --network none gives the peers.
+# Every engine runs with --network none (an empty network namespace with lo): the
+# cost of networking is bench/network.sh's subject.
 #
 # Targets (issue 3): berth median <= 30 ms, and docker's median >= 10x berth's.
 # Exit status: 0 when the benchmark ran (targets met or not), 1 on error.
@@ -114,7 +114,7 @@ DARCH=$FIX/busybox.docker.tar
 
 BR=$W/berth
 "$BERTH" --root "$BR" load -q -i "$OCI" >/dev/null
-"$BERTH" --root "$BR" run --rm busybox true || die "berth run --rm busybox true failed"
+"$BERTH" --root "$BR" run --rm --network none busybox true || die "berth run --rm --network none busybox true failed"
 
 log "berth: $BERTH_SRC ($("$BERTH" --version 2>/dev/null || echo '?')), copied to $BERTH"
 log "fixtures: $FIX; work dir: $W"
@@ -123,8 +123,8 @@ log "fixtures: $FIX; work dir: $W"
 
 if [[ $MODE == phases ]]; then
 	data=$W/perf.data
-	log "perf record over $RUNS runs of: berth run --rm busybox true"
-	for ((i = 0; i < WARMUP; i++)); do "$BERTH" --root "$BR" run --rm busybox true; done
+	log "perf record over $RUNS runs of: berth run --rm --network none busybox true"
+	for ((i = 0; i < WARMUP; i++)); do "$BERTH" --root "$BR" run --rm --network none busybox true; done
 	# Syscall events only from berth's own processes (comm berth.bin), so that other
 	# work on the machine does not flood the trace and slow everything down.
 	ev=(-e sched:sched_process_exec -e sched:sched_process_fork -e sched:sched_process_exit)
@@ -134,7 +134,7 @@ if [[ $MODE == phases ]]; then
 	done
 	# shellcheck disable=SC2016 # the loop is expanded by the inner bash
 	perf record -q -o "$data" -a "${ev[@]}" \
-		-- bash -c 'for ((i = 0; i < $2; i++)); do "$1" --root "$3" run --rm busybox true || exit 1; done' \
+		-- bash -c 'for ((i = 0; i < $2; i++)); do "$1" --root "$3" run --rm --network none busybox true || exit 1; done' \
 		_ "$BERTH" "$RUNS" "$BR" >/dev/null 2>&1 || die "perf record failed (perf_event_paranoid? tracefs?)"
 	# One line per event: time pid comm event payload. Phases per berth CLI process.
 	perf script -i "$data" -F time,pid,tid,comm,event,trace 2>/dev/null | awk -v exe="$BERTH" '
@@ -194,7 +194,7 @@ if [[ $MODE == phases ]]; then
 			label["post"] = "cleanup: wait4() to berth exit (records, cgroups, rootfs, --rm)"
 			label["sync"] = "  of which fsync/fdatasync, whole run"
 			label["attach"] = "  of which the slowest write() in setup (cgroup.procs attach)"
-			printf "| phase (berth run --rm busybox true, %d runs) | median (ms) | min (ms) |\n| --- | ---: | ---: |\n", k
+			printf "| phase (berth run --rm --network none busybox true, %d runs) | median (ms) | min (ms) |\n| --- | ---: | ---: |\n", k
 			for (q = 1; q <= 8; q++) {
 				key = keys[q]; for (r = 1; r <= k; r++) a[r] = v[key, r]
 				m = median(a, k) # sorts a
@@ -268,7 +268,7 @@ done
 # --- the benchmark -----------------------------------------------------------
 
 args=(-N --runs "$RUNS" --warmup "$WARMUP" --style basic --export-json "$W/results.json")
-args+=(--command-name berth "$BERTH --root $BR run --rm busybox true")
+args+=(--command-name berth "$BERTH --root $BR run --rm --network none busybox true")
 if ((HAVE_DOCKER)); then
 	args+=(--command-name docker "$(command -v "$DOCKER") -H $DSOCK run --rm --network none busybox true")
 fi

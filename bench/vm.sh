@@ -12,8 +12,9 @@
 #              where bare.cpio's /init is a static C program that forks, runs
 #              `true` (itself, exiting 0), waits and reboots: what any VM runtime
 #              needs at least, without berth's disks, agent or protocol
-#   vm         berth --root <scratch> run --rm --isolation vm busybox true
-#   container  berth --root <scratch> run --rm busybox true
+#   vm         berth --root <scratch> run --rm --network none --isolation vm busybox true
+#   container  berth --root <scratch> run --rm --network none busybox true
+#              (no network for either: the bare VM has none)
 # Memory (one instance each, idle `sleep`, after it is up): the hypervisor's RSS
 # and PSS (smaps_rollup) for berth's VM and the bare VM, the monitor's for both
 # isolations. Disk: what one more instance adds (its container directory, du),
@@ -67,15 +68,15 @@ FIX=${BERTH_FIXTURES:-$(bash "$ROOT/scripts/fixtures.sh" | tail -n 1)}
 BR=$W/berth
 B=("$BERTH" --root "$BR")
 "${B[@]}" load -q -i "$FIX/busybox.oci.tar" >/dev/null
-"${B[@]}" run --rm --isolation vm busybox true || die "berth run --isolation vm failed"
-"${B[@]}" run --rm busybox true || die "berth run failed"
+"${B[@]}" run --rm --network none --isolation vm busybox true || die "berth run --isolation vm failed"
+"${B[@]}" run --rm --network none busybox true || die "berth run failed"
 hv=$("${B[@]}" info --format json | jq -r '.vm.hypervisor // .vm.hypervisor_error')
 log "berth: $BERTH; hypervisor: $hv; kernel: $BERTH_KERNEL"
 
 # --- the bare VM: berth's machine options, an init that only runs `true` -------
 
-"${B[@]}" run -d --isolation vm --name bench-vm busybox sleep 1000 >/dev/null
-"${B[@]}" run -d --name bench-ctr busybox sleep 1000 >/dev/null
+"${B[@]}" run -d --network none --isolation vm --name bench-vm busybox sleep 1000 >/dev/null
+"${B[@]}" run -d --network none --name bench-ctr busybox sleep 1000 >/dev/null
 qpid=$("${B[@]}" inspect --format '{{.State.Pid}}' bench-vm)
 # -M, -cpu, -smp, -m and -append exactly as berth passed them.
 mapfile -t QARGS < <(python3 - "$qpid" <<'EOF'
@@ -158,8 +159,8 @@ BARE_PID=
 q() { printf '%q ' "$@"; }
 hyperfine -N --runs "$RUNS" --warmup "$WARMUP" --export-json "$W/start.json" \
 	-n bare "$(q "${BARE[@]}" -initrd "$W/bare-true.cpio")" \
-	-n vm "$(q "${B[@]}" run --rm --isolation vm busybox true)" \
-	-n container "$(q "${B[@]}" run --rm busybox true)" >&2
+	-n vm "$(q "${B[@]}" run --rm --network none --isolation vm busybox true)" \
+	-n container "$(q "${B[@]}" run --rm --network none busybox true)" >&2
 
 med() { jq -r --arg n "$1" '.results[] | select(.command == $n) | .median' "$W/start.json"; }
 bare=$(med bare)

@@ -48,13 +48,12 @@ pub enum Mode {
 }
 
 impl Mode {
-    /// Reads `--network` (absent: `none`, berth's default until the test
-    /// harness tears networks down; `default` is `bridge`).
+    /// Reads `--network` (absent or `default`: `bridge`, as Docker).
     pub fn parse(s: Option<&str>) -> Mode {
         match s {
-            None | Some("none") | Some("") => Mode::None,
+            Some("none") => Mode::None,
             Some("host") => Mode::Host,
-            Some("default") => Mode::Network(berth_net::networks::DEFAULT.into()),
+            None | Some("") | Some("default") => Mode::Network(berth_net::networks::DEFAULT.into()),
             Some(s) => match s.strip_prefix("container:") {
                 Some(c) => Mode::Container(c.to_string()),
                 None => Mode::Network(s.to_string()),
@@ -842,7 +841,8 @@ mod tests {
 
     #[test]
     fn modes() {
-        assert_eq!(Mode::parse(None), Mode::None);
+        assert_eq!(Mode::parse(None), Mode::Network("bridge".into()));
+        assert_eq!(Mode::parse(Some("none")), Mode::None);
         assert_eq!(Mode::parse(Some("host")), Mode::Host);
         assert_eq!(
             Mode::parse(Some("container:web")),

@@ -46,8 +46,14 @@ fn run_in(netns: &Path, cmd: &mut Command, stdin: &[u8]) -> Result<(), String> {
 }
 
 /// Joins `tap` and `ifname` in `netns` both ways. The tap is made by the
-/// hypervisor as it starts; it is waited for briefly.
-pub fn connect(netns: &Path, ifname: &str, tap: &str) -> Result<(), NetError> {
+/// hypervisor as it starts; it is waited for briefly, while `alive` says the
+/// hypervisor still runs.
+pub fn connect(
+    netns: &Path,
+    ifname: &str,
+    tap: &str,
+    alive: &mut dyn FnMut() -> bool,
+) -> Result<(), NetError> {
     let fail = |what: &str, e: String| NetError::Io {
         path: netns.to_path_buf(),
         source: std::io::Error::other(format!("{what}: {e}")),
@@ -60,7 +66,7 @@ pub fn connect(netns: &Path, ifname: &str, tap: &str) -> Result<(), NetError> {
             b"",
         ) {
             Ok(()) => break,
-            Err(e) if Instant::now() < until && e.contains(tap) => {
+            Err(e) if Instant::now() < until && e.contains(tap) && alive() => {
                 std::thread::sleep(Duration::from_millis(10))
             }
             Err(e) => return Err(fail(&format!("ip link set {tap} up"), e)),

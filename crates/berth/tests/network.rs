@@ -16,7 +16,7 @@ use std::path::PathBuf;
 use common::{Store, fixture};
 use serde_json::Value;
 
-/// A store with busybox loaded that tears down its networks on drop.
+/// A store with busybox loaded (its networks are torn down by `Store`'s drop).
 struct Net {
     s: Store,
 }
@@ -25,27 +25,6 @@ impl std::ops::Deref for Net {
     type Target = Store;
     fn deref(&self) -> &Store {
         &self.s
-    }
-}
-
-impl Drop for Net {
-    fn drop(&mut self) {
-        let ids = self.s.run(&["ps", "-aq", "--no-trunc"]).stdout;
-        for id in ids.lines().filter(|l| !l.is_empty()) {
-            let _ = self.s.run(&["rm", "-f", id]);
-        }
-        for n in self.networks() {
-            let _ = std::process::Command::new("ip")
-                .args(["link", "del", n["bridge"].as_str().unwrap_or_default()])
-                .output();
-        }
-        for p in std::fs::read_dir(self.s.root().join("netns"))
-            .into_iter()
-            .flatten()
-            .flatten()
-        {
-            let _ = rustix::mount::unmount(p.path(), rustix::mount::UnmountFlags::DETACH);
-        }
     }
 }
 

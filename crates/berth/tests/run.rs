@@ -505,6 +505,11 @@ fn tty_gives_a_terminal_sized_like_ours() {
         );
         std::thread::sleep(std::time::Duration::from_millis(50));
     }
+    // Let `run --rm` finish its own clean-up before the terminal goes away.
+    while !s.ok(&["ps", "-aq"]).is_empty() {
+        assert!(std::time::Instant::now() < deadline, "--rm did not finish");
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
 }
 
 #[test]

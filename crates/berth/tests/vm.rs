@@ -753,4 +753,10 @@ fn the_guest_terminal_follows_ours() {
     tmux(&["send-keys", "-t", "0", "hello", "Enter"]);
     shows("got:hello");
     shows("40 120");
+    // Let `run --rm` finish its own clean-up before the terminal goes away.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !s.ok(&["ps", "-aq"]).is_empty() {
+        assert!(Instant::now() < deadline, "--rm did not finish");
+        std::thread::sleep(Duration::from_millis(50));
+    }
 }

@@ -370,10 +370,24 @@ pub(super) fn run_once(
             // While the guest boots: the hypervisor's namespace joins the network
             // through CNI, exactly as a container's would, and its tap is joined to
             // the interface CNI made there.
-            crate::network::attach(engine, rec, vm.pid())
-                .map_err(|e| setup(format!("network: {e}")))?;
-            berth_net::tap::connect(&engine.netns_path(&rec.id), crate::network::IFNAME, &n.tap)
-                .map_err(|e| setup(format!("network: {e}")))?;
+            // A hypervisor that died meanwhile is the error to report, not the
+            // network set-up that failed for want of it.
+            let net_err = |vm: &mut dyn RunningVm, e: String| match vm.try_wait() {
+                Ok(Some(st)) => hypervisor_failed(&cfg, &format!("it exited with status {st}")),
+                _ => setup(format!("network: {e}")),
+            };
+            if let Err(e) = crate::network::attach(engine, rec, vm.pid()) {
+                return Err(net_err(vm.as_mut(), e));
+            }
+            let tapped = berth_net::tap::connect(
+                &engine.netns_path(&rec.id),
+                crate::network::IFNAME,
+                &n.tap,
+                &mut || matches!(vm.try_wait(), Ok(None)),
+            );
+            if let Err(e) = tapped {
+                return Err(net_err(vm.as_mut(), e.to_string()));
+            }
             // The attach wrote /etc/hosts with the address it got.
             boot = microvm::spec::boot_from_spec(spec, &dir, t.boot.rootfs.clone())?.boot;
             let st = engine
@@ -414,16 +428,7 @@ pub(super) fn run_once(
         vcpus,
         memory_mib,
     };
-    running(vm.pid(), &info)?;
-    if let Mode::Detached(fd) = mode {
-        // Closing the start pipe with nothing written means "started".
-        drop(fd.take());
-        // From here the monitor only routes frames for as long as the VM runs.
-        berth_runtime::memory::shed_startup_pages();
-    }
-    let ran_since = Instant::now();
     let _ = reader.set_read_timeout(None);
-
     // Route the agent's frames.
     let sessions: Sessions = Arc::default();
     let (tx, rx) = mpsc::channel::<Event>();
@@ -432,6 +437,7 @@ pub(super) fn run_once(
         std::thread::spawn(move || route(&mut reader, &sessions, &tx));
     }
     let stop = Arc::new(AtomicBool::new(false));
+    // Bound before the record says "running": `kill` and `exec` may come at once.
     let control =
         stdio::bind_in(&vmdir, CONTROL_SOCKET).map_err(io_err(vmdir.join(CONTROL_SOCKET)))?;
     let control_fd = control.as_raw_fd();
@@ -439,6 +445,15 @@ pub(super) fn run_once(
         let (writer, sessions) = (writer.clone(), sessions.clone());
         std::thread::spawn(move || serve_control(control, &writer, &sessions));
     }
+    running(vm.pid(), &info)?;
+    if let Mode::Detached(fd) = mode {
+        // Closing the start pipe with nothing written means "started".
+        drop(fd.take());
+        // From here the monitor only routes frames for as long as the VM runs.
+        berth_runtime::memory::shed_startup_pages();
+    }
+
+    let ran_since = Instant::now();
     let foreground = matches!(mode, Mode::Foreground { .. });
     let _raw = (foreground && tty && interactive).then(stdio::RawMode::enter);
     if foreground {

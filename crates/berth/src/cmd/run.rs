@@ -111,7 +111,7 @@ pub struct CreateArgs {
     /// cgroup to create the container's cgroup under (relative to berth's own).
     #[arg(long)]
     cgroup_parent: Option<String>,
-    /// Network: bridge, none, host, container:NAME or a network's name (default: none).
+    /// Network: bridge, none, host, container:NAME or a network's name (default: bridge).
     #[arg(long = "network", visible_alias = "net")]
     network: Option<String>,
     /// Publish a container's port(s) on the host: [IP:][HOSTPORT:]PORT[/tcp|udp], ranges too.

@@ -45,6 +45,43 @@ impl Run {
     }
 }
 
+/// What a test store leaves on the host outside its directory goes with it:
+/// its containers (CNI DEL: veths, leases, iptables rules), the bridges of its
+/// networks (`run` joins the default `bridge` network, as Docker's does) and
+/// namespace pins. Runs even when the test failed.
+impl Drop for Store {
+    fn drop(&mut self) {
+        let root = self.root();
+        if !root.join("networks").exists() && !root.join("netns").exists() {
+            return;
+        }
+        let ids = self.run(&["ps", "-aq", "--no-trunc"]).stdout;
+        for id in ids.lines().filter(|l| !l.is_empty()) {
+            let _ = self.run(&["rm", "-f", id]);
+        }
+        for e in std::fs::read_dir(root.join("networks"))
+            .into_iter()
+            .flatten()
+            .flatten()
+        {
+            let bridge = std::fs::read(e.path().join("network.json"))
+                .ok()
+                .and_then(|b| serde_json::from_slice::<Value>(&b).ok())
+                .and_then(|n| n["bridge"].as_str().map(str::to_string));
+            if let Some(b) = bridge {
+                let _ = Command::new("ip").args(["link", "del", &b]).output();
+            }
+        }
+        for p in std::fs::read_dir(root.join("netns"))
+            .into_iter()
+            .flatten()
+            .flatten()
+        {
+            let _ = rustix::mount::unmount(p.path(), rustix::mount::UnmountFlags::DETACH);
+        }
+    }
+}
+
 impl Store {
     pub fn new() -> Store {
         Store { dir: scratch() }
