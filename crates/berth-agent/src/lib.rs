@@ -154,40 +154,51 @@ impl Frame {
     }
 
     /// Reads one frame; `None` at a clean end of stream (between frames).
+    /// A kind this side does not know is an error (see [`read_raw`] to skip
+    /// such frames instead).
     pub fn read_from(r: &mut impl Read) -> io::Result<Option<Frame>> {
-        let mut head = [0u8; 9];
-        let mut got = 0;
-        while got < head.len() {
-            match r.read(&mut head[got..]) {
-                Ok(0) if got == 0 => return Ok(None),
-                Ok(0) => return Err(io::ErrorKind::UnexpectedEof.into()),
-                Ok(n) => got += n,
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                Err(e) => return Err(e),
-            }
-        }
-        let kind = Kind::from_u8(head[0]).ok_or_else(|| {
+        let Some((kind, session, payload)) = read_raw(r)? else {
+            return Ok(None);
+        };
+        let kind = Kind::from_u8(kind).ok_or_else(|| {
             io::Error::new(
                 io::ErrorKind::InvalidData,
-                format!("unknown frame kind {}", head[0]),
+                format!("unknown frame kind {kind}"),
             )
         })?;
-        let session = u32::from_le_bytes(head[1..5].try_into().expect("4 bytes"));
-        let len = u32::from_le_bytes(head[5..9].try_into().expect("4 bytes")) as usize;
-        if len > MAX_PAYLOAD {
-            return Err(io::Error::new(
-                io::ErrorKind::InvalidData,
-                format!("frame of {len} bytes is over the {MAX_PAYLOAD}-byte limit"),
-            ));
-        }
-        let mut payload = vec![0; len];
-        r.read_exact(&mut payload)?;
         Ok(Some(Frame {
             kind,
             session,
             payload,
         }))
     }
+}
+
+/// Reads one frame as (kind byte, session, payload), whatever its kind;
+/// `None` at a clean end of stream (between frames).
+pub fn read_raw(r: &mut impl Read) -> io::Result<Option<(u8, u32, Vec<u8>)>> {
+    let mut head = [0u8; 9];
+    let mut got = 0;
+    while got < head.len() {
+        match r.read(&mut head[got..]) {
+            Ok(0) if got == 0 => return Ok(None),
+            Ok(0) => return Err(io::ErrorKind::UnexpectedEof.into()),
+            Ok(n) => got += n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    let session = u32::from_le_bytes(head[1..5].try_into().expect("4 bytes"));
+    let len = u32::from_le_bytes(head[5..9].try_into().expect("4 bytes")) as usize;
+    if len > MAX_PAYLOAD {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidData,
+            format!("frame of {len} bytes is over the {MAX_PAYLOAD}-byte limit"),
+        ));
+    }
+    let mut payload = vec![0; len];
+    r.read_exact(&mut payload)?;
+    Ok(Some((head[0], session, payload)))
 }
 
 /// `Ready` at boot: what the guest is.

@@ -304,22 +304,7 @@ fn published_port_reachable_from_the_host() {
         "-c",
         "echo published > /tmp/i; httpd -f -p 80 -h /tmp",
     ]);
-    let mut got = String::new();
-    for _ in 0..50 {
-        use std::io::{Read, Write};
-        if let Ok(mut c) = std::net::TcpStream::connect(("127.0.0.1", port)) {
-            c.set_read_timeout(Some(std::time::Duration::from_secs(3)))
-                .unwrap();
-            let _ = c.write_all(b"GET /i HTTP/1.0\r\n\r\n");
-            got.clear();
-            let _ = c.read_to_string(&mut got);
-            if got.contains("published") {
-                break;
-            }
-        }
-        std::thread::sleep(std::time::Duration::from_millis(100));
-    }
-    assert!(got.contains("published"), "{got}");
+    http_get_until(port, "published");
     let p = s.ok(&["port", "web", "80"]);
     assert_eq!(p.trim(), format!("127.0.0.1:{port}"));
     // The random one got a real port.
@@ -743,6 +728,27 @@ impl Net {
     }
 }
 
+/// GETs /i from 127.0.0.1:`port` until the answer contains `want` (the
+/// server may still be starting); fails the test after ~10 s.
+fn http_get_until(port: u16, want: &str) {
+    let mut got = String::new();
+    for _ in 0..100 {
+        use std::io::{Read, Write};
+        if let Ok(mut c) = std::net::TcpStream::connect(("127.0.0.1", port)) {
+            c.set_read_timeout(Some(std::time::Duration::from_secs(3)))
+                .unwrap();
+            let _ = c.write_all(b"GET /i HTTP/1.0\r\n\r\n");
+            got.clear();
+            let _ = c.read_to_string(&mut got);
+            if got.contains(want) {
+                return;
+            }
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    panic!("127.0.0.1:{port} never answered with {want:?}: {got}");
+}
+
 /// A process that exists and is not a zombie.
 fn alive(pid: i32) -> bool {
     std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|s| {
@@ -1027,22 +1033,7 @@ fn a_vm_joins_user_networks_and_publishes_ports() {
             .contains(&format!("default via {gw}"))
     );
     // From the host, through the published port.
-    let mut got = String::new();
-    for _ in 0..100 {
-        use std::io::{Read, Write};
-        if let Ok(mut c) = std::net::TcpStream::connect(("127.0.0.1", port)) {
-            c.set_read_timeout(Some(std::time::Duration::from_secs(3)))
-                .unwrap();
-            let _ = c.write_all(b"GET /i HTTP/1.0\r\n\r\n");
-            got.clear();
-            let _ = c.read_to_string(&mut got);
-            if got.contains("served-by-a-vm") {
-                break;
-            }
-        }
-        std::thread::sleep(std::time::Duration::from_millis(100));
-    }
-    assert!(got.contains("served-by-a-vm"), "{got}");
+    http_get_until(port, "served-by-a-vm");
     // A container reaches the VM by its name and alias; the VM resolves the container.
     s.ok(&[
         "run",

@@ -455,7 +455,6 @@ fn tty_gives_a_terminal_sized_like_ours() {
     // A pty turns \n into \r\n.
     assert_eq!(out.replace("\r\n", "\n"), "term\nxterm\n24 80\n");
     // Through a real terminal (tmux): the size follows it, stdin reaches the shell.
-    let sock = format!("berth-test-{}", std::process::id());
     let out = s.dir.path().join("tty.out");
     let cmd = format!(
         "{} --root {} run --rm -it busybox sh -c 'stty size; read line; echo got:$line' > {} 2>&1",
@@ -463,24 +462,7 @@ fn tty_gives_a_terminal_sized_like_ours() {
         s.root().display(),
         out.display()
     );
-    let tmux = |args: &[&str]| {
-        std::process::Command::new("tmux")
-            .arg("-L")
-            .arg(&sock)
-            .args(args)
-            .status()
-            .unwrap()
-    };
-    struct Kill(String);
-    impl Drop for Kill {
-        fn drop(&mut self) {
-            let _ = std::process::Command::new("tmux")
-                .args(["-L", &self.0, "kill-server"])
-                .status();
-        }
-    }
-    let _kill = Kill(sock.clone());
-    assert!(tmux(&["new-session", "-d", "-x", "101", "-y", "33", &cmd]).success());
+    let tmux = common::Tmux::start(&cmd, 101, 33);
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
     while !std::fs::read_to_string(&out)
         .unwrap_or_default()
@@ -493,7 +475,7 @@ fn tty_gives_a_terminal_sized_like_ours() {
         );
         std::thread::sleep(std::time::Duration::from_millis(50));
     }
-    tmux(&["send-keys", "-t", "0", "hello", "Enter"]);
+    tmux.run(&["send-keys", "-t", "0", "hello", "Enter"]);
     while !std::fs::read_to_string(&out)
         .unwrap_or_default()
         .contains("got:hello")

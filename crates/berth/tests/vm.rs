@@ -707,7 +707,6 @@ fn cp_and_container_network_never_reach_the_host_through_a_vm() {
 #[test]
 fn the_guest_terminal_follows_ours() {
     let s = busybox();
-    let sock = format!("berth-vm-test-{}", std::process::id());
     let out = s.dir.path().join("tty.out");
     let cmd = format!(
         "{} --root {} run --rm -it --isolation vm busybox sh -c 'stty size; read line; for i in $(seq 100); do [ \"$(stty size)\" = \"40 120\" ] && break; sleep 0.1; done; stty size; echo got:$line' > {} 2>&1",
@@ -715,23 +714,6 @@ fn the_guest_terminal_follows_ours() {
         s.root().display(),
         out.display()
     );
-    let tmux = |args: &[&str]| {
-        std::process::Command::new("tmux")
-            .arg("-L")
-            .arg(&sock)
-            .args(args)
-            .status()
-            .unwrap()
-    };
-    struct Kill(String);
-    impl Drop for Kill {
-        fn drop(&mut self) {
-            let _ = std::process::Command::new("tmux")
-                .args(["-L", &self.0, "kill-server"])
-                .status();
-        }
-    }
-    let _kill = Kill(sock.clone());
     let shows = |what: &str| {
         let deadline = Instant::now() + Duration::from_secs(120);
         while !std::fs::read_to_string(&out)
@@ -746,11 +728,11 @@ fn the_guest_terminal_follows_ours() {
             std::thread::sleep(Duration::from_millis(50));
         }
     };
-    assert!(tmux(&["new-session", "-d", "-x", "101", "-y", "33", &cmd]).success());
+    let tmux = common::Tmux::start(&cmd, 101, 33);
     shows("33 101");
-    assert!(tmux(&["resize-window", "-t", "0", "-x", "120", "-y", "40"]).success());
+    assert!(tmux.run(&["resize-window", "-t", "0", "-x", "120", "-y", "40"]));
     // (The guest polls for the new size: the resize travels as a frame.)
-    tmux(&["send-keys", "-t", "0", "hello", "Enter"]);
+    tmux.run(&["send-keys", "-t", "0", "hello", "Enter"]);
     shows("got:hello");
     shows("40 120");
     // Let `run --rm` finish its own clean-up before the terminal goes away.

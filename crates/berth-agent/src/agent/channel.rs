@@ -6,7 +6,7 @@ use std::path::PathBuf;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-use berth_agent::{Failure, Frame, Kind, MAX_PAYLOAD, PORT_NAME};
+use berth_agent::{Failure, Frame, Kind, PORT_NAME};
 
 use super::sys::log;
 
@@ -81,28 +81,10 @@ fn find_port() -> Option<PathBuf> {
 /// closed the port.
 pub fn read_frame(r: &mut impl Read) -> io::Result<Option<Frame>> {
     loop {
-        let mut head = [0u8; 9];
-        let mut got = 0;
-        while got < head.len() {
-            match r.read(&mut head[got..]) {
-                Ok(0) if got == 0 => return Ok(None),
-                Ok(0) => return Err(io::ErrorKind::UnexpectedEof.into()),
-                Ok(n) => got += n,
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                Err(e) => return Err(e),
-            }
-        }
-        let session = u32::from_le_bytes([head[1], head[2], head[3], head[4]]);
-        let len = u32::from_le_bytes([head[5], head[6], head[7], head[8]]) as usize;
-        if len > MAX_PAYLOAD {
-            return Err(io::Error::new(
-                io::ErrorKind::InvalidData,
-                format!("frame of {len} bytes is over the {MAX_PAYLOAD}-byte limit"),
-            ));
-        }
-        let mut payload = vec![0; len];
-        r.read_exact(&mut payload)?;
-        match Kind::from_u8(head[0]) {
+        let Some((kind, session, payload)) = berth_agent::read_raw(r)? else {
+            return Ok(None);
+        };
+        match Kind::from_u8(kind) {
             Some(kind) => {
                 return Ok(Some(Frame {
                     kind,
@@ -110,7 +92,7 @@ pub fn read_frame(r: &mut impl Read) -> io::Result<Option<Frame>> {
                     payload,
                 }));
             }
-            None => log!("skipping a frame of unknown kind {}", head[0]),
+            None => log!("skipping a frame of unknown kind {kind}"),
         }
     }
 }

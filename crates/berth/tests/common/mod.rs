@@ -475,3 +475,39 @@ pub fn podman_in(dir: &Path, tmp: &Path) -> Command {
         ]);
     c
 }
+
+/// A tmux server of the test's own (`-L`), running `cmd` in a `cols`x`rows`
+/// window: a real terminal for the `-t` tests. Killed on drop.
+pub struct Tmux {
+    sock: String,
+}
+
+impl Tmux {
+    pub fn start(cmd: &str, cols: u16, rows: u16) -> Tmux {
+        let t = Tmux {
+            sock: format!("berth-test-{}", std::process::id()),
+        };
+        let (x, y) = (cols.to_string(), rows.to_string());
+        assert!(
+            t.run(&["new-session", "-d", "-x", &x, "-y", &y, cmd]),
+            "tmux"
+        );
+        t
+    }
+
+    /// A tmux command on this server; whether it succeeded.
+    pub fn run(&self, args: &[&str]) -> bool {
+        Command::new("tmux")
+            .arg("-L")
+            .arg(&self.sock)
+            .args(args)
+            .status()
+            .is_ok_and(|s| s.success())
+    }
+}
+
+impl Drop for Tmux {
+    fn drop(&mut self) {
+        let _ = self.run(&["kill-server"]);
+    }
+}
