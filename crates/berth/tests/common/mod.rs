@@ -46,13 +46,15 @@ impl Run {
 }
 
 /// What a test store leaves on the host outside its directory goes with it:
-/// its containers (CNI DEL: veths, leases, iptables rules), the bridges of its
+/// its containers (processes, cgroups; CNI DEL: veths, leases, iptables
+/// rules), the bridges of its
 /// networks (`run` joins the default `bridge` network, as Docker's does) and
 /// namespace pins. Runs even when the test failed.
 impl Drop for Store {
     fn drop(&mut self) {
         let root = self.root();
-        if !root.join("networks").exists() && !root.join("netns").exists() {
+        let any = |d: &str| std::fs::read_dir(root.join(d)).is_ok_and(|mut e| e.next().is_some());
+        if !any("containers") && !any("networks") && !any("netns") {
             return;
         }
         let ids = self.run(&["ps", "-aq", "--no-trunc"]).stdout;
