@@ -221,17 +221,7 @@ pub fn run(
                 // cleanup); the limits are the guest's own (vCPUs, RAM), not the cgroup's.
                 cg.create()?;
                 let mut running = |pid: i32, info: &super::vm::VmInfo| {
-                    cs.update(id, |c| {
-                        c.state.status = Some(Status::Running);
-                        c.state.pid = pid;
-                        c.state.monitor_pid = me;
-                        c.state.monitor_start = my_start;
-                        c.state.started_at = now();
-                        c.state.error.clear();
-                        c.state.oom_killed = false;
-                        c.state.vm = Some(info.clone());
-                    })?;
-                    Ok(())
+                    mark_running(engine, id, pid, (me, my_start), Some(info))
                 };
                 let outcome = super::vm::run_once(
                     engine,
@@ -352,15 +342,7 @@ pub fn run(
                         }
                     }
                 };
-                cs.update(id, |c| {
-                    c.state.status = Some(Status::Running);
-                    c.state.pid = pid;
-                    c.state.monitor_pid = me;
-                    c.state.monitor_start = my_start;
-                    c.state.started_at = now();
-                    c.state.error.clear();
-                    c.state.oom_killed = false;
-                })?;
+                mark_running(engine, id, pid, (me, my_start), None)?;
                 if first && let Mode::Detached(fd) = &mut mode {
                     // Closing the pipe with nothing written means "started".
                     drop(fd.take());
@@ -459,6 +441,27 @@ pub fn run(
         }
     }
     Ok(code)
+}
+
+/// Records that the process runs: its PID (a VM's: the hypervisor's), the
+/// monitor (PID, start time) watching it, and for a VM what it runs on.
+fn mark_running(
+    engine: &Engine,
+    id: &str,
+    pid: i32,
+    monitor: (i32, u64),
+    vm: Option<&super::vm::VmInfo>,
+) -> Result<(), crate::run::RunError> {
+    engine.containers().update(id, |c| {
+        c.state.status = Some(Status::Running);
+        c.state.pid = pid;
+        (c.state.monitor_pid, c.state.monitor_start) = monitor;
+        c.state.started_at = now();
+        c.state.error.clear();
+        c.state.oom_killed = false;
+        c.state.vm = vm.cloned();
+    })?;
+    Ok(())
 }
 
 /// Records a failed start. The first start's error goes back to `start`
