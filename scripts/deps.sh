@@ -92,7 +92,20 @@ run_apt() {
 
 log "installing: ${missing[*]}"
 run_apt update -qq
+# QEMU's packages must come from one build: a machine may already carry a newer
+# qemu-utils (e.g. from bookworm-backports) that cannot live beside Debian's
+# qemu-system-x86, and apt then gives up ("held broken packages") rather than
+# replace a package it was asked to keep. Ask for both at qemu-system-x86's
+# candidate version, downgrading qemu-utils if need be.
+qemu_version=$(apt-cache policy qemu-system-x86 | awk '/Candidate:/ { print $2 }')
+if [[ -n $qemu_version && $qemu_version != "(none)" ]]; then
+	for i in "${!PACKAGES[@]}"; do
+		case ${PACKAGES[$i]} in
+		qemu-system-x86 | qemu-utils) PACKAGES[i]="${PACKAGES[$i]}=$qemu_version" ;;
+		esac
+	done
+fi
 # Install the whole list (not just the missing ones) so apt also finishes any
 # half-configured package; already-installed ones are no-ops.
-run_apt install "${APT_OPTS[@]}" "${PACKAGES[@]}"
+run_apt install "${APT_OPTS[@]}" --allow-downgrades "${PACKAGES[@]}"
 log "done"
