@@ -227,6 +227,16 @@ pub struct Boot {
     /// Network interfaces to configure (none: only `lo`).
     #[serde(default)]
     pub interfaces: Vec<Interface>,
+    /// The host's wall clock when it sent this, in nanoseconds since the
+    /// epoch (0: keep the guest's). A VM resumed from a snapshot would
+    /// otherwise live at the time the snapshot was taken.
+    #[serde(default)]
+    pub clock_ns: u64,
+    /// Host entropy the guest's random number generator is reseeded with
+    /// before anything else runs (every VM resumed from one snapshot starts
+    /// with the same random state).
+    #[serde(default)]
+    pub seed: Vec<u8>,
 }
 
 /// A network interface of the guest, as the host's network gave it.

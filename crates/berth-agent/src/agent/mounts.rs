@@ -121,6 +121,10 @@ fn at(what: impl std::fmt::Display) -> impl FnOnce(io::Error) -> String {
 pub fn boot(b: &Boot) -> BootResult<()> {
     use super::sys::trace;
     trace("boot: begin");
+    // First: nothing the container runs may share random numbers or the
+    // time with the snapshot this VM may have been resumed from.
+    super::sys::reseed(&b.seed).map_err(at("reseeding the random number generator"))?;
+    super::sys::set_clock(b.clock_ns).map_err(at("setting the clock"))?;
     root(b)?;
     trace("boot: root mounted");
     standard()?;
@@ -166,6 +170,7 @@ fn root(b: &Boot) -> BootResult<()> {
     // Big reads: every request to an emulated disk is expensive, and the first
     // program of a container faults its whole binary in.
     for dev in std::iter::once(&r.image).chain(r.writable.as_ref()) {
+        super::sys::flush_block_cache(dev).map_err(at(format!("flushing {dev}")))?;
         if let Some(name) = dev.strip_prefix("/dev/") {
             let knob = format!("/sys/block/{name}/queue/read_ahead_kb");
             if let Err(e) = std::fs::write(&knob, "4096") {

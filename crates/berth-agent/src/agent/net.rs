@@ -9,11 +9,26 @@ use berth_agent::Interface;
 
 use super::sys::check;
 
-/// Configures each interface, found by its MAC address.
+/// Configures each interface, found by its MAC address; a VM resumed
+/// from a snapshot has the template's address on its NIC, and the n-th
+/// interface without a match is given the n-th address asked for.
 pub fn configure(ifaces: &[Interface]) -> Result<(), String> {
+    let mut spare = ethernet()
+        .into_iter()
+        .filter(|(_, mac)| !ifaces.iter().any(|i| i.mac.eq_ignore_ascii_case(mac)));
     for i in ifaces {
-        let name =
-            by_mac(&i.mac).ok_or_else(|| format!("no network interface has MAC {}", i.mac))?;
+        let name = match by_mac(&i.mac) {
+            Some(n) => n,
+            None => {
+                let (name, _) = spare
+                    .next()
+                    .ok_or_else(|| format!("no network interface for MAC {}", i.mac))?;
+                let sock = socket().map_err(|e| format!("socket: {e}"))?;
+                set_mac(&sock, &name, &i.mac)
+                    .map_err(|e| format!("{name}: set MAC {}: {e}", i.mac))?;
+                name
+            }
+        };
         let addr: Ipv4Addr = i
             .address
             .parse()
@@ -49,6 +64,46 @@ fn by_mac(mac: &str) -> Option<String> {
             let a = std::fs::read_to_string(e.path().join("address")).ok()?;
             (a.trim() == want).then(|| e.file_name().to_string_lossy().into_owned())
         })
+}
+
+/// Ethernet interfaces (name, MAC), by name.
+fn ethernet() -> Vec<(String, String)> {
+    let mut v: Vec<(String, String)> = std::fs::read_dir("/sys/class/net")
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter(|e| {
+            // ARPHRD_ETHER
+            std::fs::read_to_string(e.path().join("type")).is_ok_and(|t| t.trim() == "1")
+        })
+        .filter_map(|e| {
+            let a = std::fs::read_to_string(e.path().join("address")).ok()?;
+            Some((e.file_name().to_string_lossy().into_owned(), a.trim().to_string()))
+        })
+        .collect();
+    v.sort();
+    v
+}
+
+fn set_mac(sock: &OwnedFd, name: &str, mac: &str) -> std::io::Result<()> {
+    let bytes: Vec<u8> = mac
+        .split(':')
+        .map(|h| u8::from_str_radix(h, 16))
+        .collect::<Result<_, _>>()
+        .ok()
+        .filter(|b: &Vec<u8>| b.len() == 6)
+        .ok_or_else(|| std::io::Error::other(format!("bad MAC address {mac:?}")))?;
+    let mut r = ifreq(name);
+    // SAFETY: writing the hwaddr member of the union, a plain sockaddr.
+    unsafe {
+        r.ifr_ifru.ifru_hwaddr.sa_family = libc::ARPHRD_ETHER;
+        for (d, s) in r.ifr_ifru.ifru_hwaddr.sa_data.iter_mut().zip(&bytes) {
+            *d = *s as libc::c_char;
+        }
+    }
+    // SAFETY: r is a valid ifreq naming the interface, with the hwaddr set.
+    check(unsafe { libc::ioctl(sock.as_raw_fd(), libc::SIOCSIFHWADDR, &r) })?;
+    Ok(())
 }
 
 fn socket() -> std::io::Result<OwnedFd> {

@@ -174,3 +174,58 @@ mod tests {
         assert_eq!(errno_text(libc::ENOEXEC), "exec format error");
     }
 }
+
+/// Sets the wall clock to `ns` nanoseconds since the epoch (0: leaves it).
+pub fn set_clock(ns: u64) -> io::Result<()> {
+    if ns == 0 {
+        return Ok(());
+    }
+    let ts = libc::timespec {
+        tv_sec: (ns / 1_000_000_000) as libc::time_t,
+        tv_nsec: (ns % 1_000_000_000) as libc::c_long,
+    };
+    // SAFETY: ts is a valid timespec the kernel only reads.
+    check(unsafe { libc::clock_settime(libc::CLOCK_REALTIME, &ts) })?;
+    Ok(())
+}
+
+/// RNDADDENTROPY: `_IOW('R', 0x03, int[2])`.
+const RNDADDENTROPY: libc::c_ulong = 0x4008_5203;
+/// RNDRESEEDCRNG: `_IO('R', 0x07)`.
+const RNDRESEEDCRNG: libc::c_ulong = 0x5207;
+
+/// Credits `seed` to the kernel's entropy pool and reseeds its generator at
+/// once, so nothing after this sees random numbers another VM resumed from
+/// the same snapshot also sees.
+pub fn reseed(seed: &[u8]) -> io::Result<()> {
+    if seed.is_empty() {
+        return Ok(());
+    }
+    // struct rand_pool_info { int entropy_count; int buf_size; __u32 buf[]; }
+    let mut info = Vec::with_capacity(8 + seed.len());
+    info.extend_from_slice(&((seed.len() * 8) as i32).to_ne_bytes());
+    info.extend_from_slice(&(seed.len() as i32).to_ne_bytes());
+    info.extend_from_slice(seed);
+    let f = std::fs::OpenOptions::new()
+        .write(true)
+        .open("/dev/urandom")?;
+    use std::os::fd::AsRawFd;
+    // SAFETY: info is a rand_pool_info header followed by buf_size bytes.
+    check(unsafe { libc::ioctl(f.as_raw_fd(), RNDADDENTROPY, info.as_ptr()) })?;
+    // SAFETY: RNDRESEEDCRNG takes no argument.
+    check(unsafe { libc::ioctl(f.as_raw_fd(), RNDRESEEDCRNG) })?;
+    Ok(())
+}
+
+/// BLKFLSBUF: `_IO(0x12, 97)`.
+const BLKFLSBUF: libc::c_ulong = 0x1261;
+
+/// Drops a block device's cached blocks: a VM resumed from a snapshot may
+/// hold blocks of the template's blank disk behind the same device.
+pub fn flush_block_cache(dev: &str) -> io::Result<()> {
+    let f = std::fs::File::open(dev)?;
+    use std::os::fd::AsRawFd;
+    // SAFETY: BLKFLSBUF takes no argument besides the descriptor.
+    check(unsafe { libc::ioctl(f.as_raw_fd(), BLKFLSBUF, 0) })?;
+    Ok(())
+}

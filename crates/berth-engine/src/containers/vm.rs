@@ -21,7 +21,9 @@ use std::time::{Duration, Instant};
 
 use berth_agent::{self as proto, Frame, Kind};
 use berth_runtime::cgroups::CgroupManager;
-use berth_runtime::microvm::{self, Disk, RunningVm, VmConfig, VmError, assets, disk, initramfs};
+use berth_runtime::microvm::{
+    self, Disk, RunningVm, VmConfig, VmError, assets, disk, initramfs, snapshot,
+};
 use oci_spec::runtime::Spec;
 use serde::{Deserialize, Serialize};
 
@@ -146,16 +148,18 @@ pub fn prune_shared(engine: &Engine) -> u64 {
     for dir in [shared.clone(), shared.join("rootfs")] {
         for e in fs::read_dir(&dir).into_iter().flatten().flatten() {
             let name = e.file_name().to_string_lossy().into_owned();
+            // An export and the qcow2 the VMs see it through go together.
+            let export = name.strip_suffix(".qcow2").unwrap_or(&name);
             let stale_export = dir.ends_with("rootfs")
-                && name.ends_with(".erofs")
-                && !live.contains(&name)
-                && name != "empty.erofs";
+                && export.ends_with(".erofs")
+                && !live.contains(export)
+                && export != "empty.erofs";
             if name.starts_with(".export-") || name.starts_with(".template-") || stale_export {
                 remove(&e.path());
             }
         }
     }
-    freed
+    freed + snapshot::prune(&shared.join("snapshots"))
 }
 
 /// vCPUs (`--cpus` rounded up, default 1) and guest RAM in MiB (`--memory`,
@@ -274,10 +278,17 @@ pub(super) fn run_once(
         .as_ref()
         .and_then(|r| r.readonly())
         .unwrap_or(false);
+    let (image_disk, size) = disk::image_disk(&rootfs).map_err(|e| {
+        setup(format!(
+            "cannot export the root file system of image {}: {e}",
+            rec.image
+        ))
+    })?;
     let mut disks = vec![Disk {
-        path: rootfs,
-        format: "raw",
+        path: image_disk,
+        format: "qcow2",
         read_only: true,
+        size,
     }];
     let writable = if read_only {
         None
@@ -289,6 +300,7 @@ pub(super) fn run_once(
             path: layer,
             format: "qcow2",
             read_only: false,
+            size: disk::DISK_BYTES,
         });
         Some("/dev/vdb".to_string())
     };
@@ -353,9 +365,28 @@ pub(super) fn run_once(
         .into(),
         console_log: vmdir.join("console.log"),
         hypervisor_log: vmdir.join("hypervisor.log"),
+        control_socket: None,
+        restore: None,
     };
     trace("disks");
     let hv = microvm::hypervisor()?;
+    let mut cfg = cfg;
+    // Resume a guest that has booted already (made on the first start of
+    // this shape), unless that is impossible here.
+    let mut warm_hello = None;
+    if snapshot::enabled() {
+        match snapshot::prepare(hv.as_ref(), &cfg, &shared.join("snapshots"))? {
+            snapshot::Warm::Ready(snap) => {
+                cfg.restore = Some(snap.state);
+                warm_hello = Some(snap.hello);
+            }
+            snapshot::Warm::Unavailable(why) => {
+                warn(mode, log, &format!("booting the VM: no warm start ({why})"))
+            }
+        }
+        trace("snapshot");
+    }
+    let cfg = cfg;
     let mut vm = hv.launch(&cfg)?;
     trace("hypervisor launched");
     let _ = cg.add_process(vm.pid());
@@ -401,10 +432,18 @@ pub(super) fn run_once(
             });
         }
         trace("network attached");
-        let hello: proto::Hello = expect(&mut reader, Kind::Ready, vm.as_mut(), &cfg)?
-            .parse()
-            .map_err(|e| setup(format!("the VM's agent: {e}")))?;
+        // A resumed guest greeted its template's host already.
+        let hello: proto::Hello = match warm_hello.take() {
+            Some(h) => h,
+            None => expect(&mut reader, Kind::Ready, vm.as_mut(), &cfg)?
+                .parse()
+                .map_err(|e| setup(format!("the VM's agent: {e}")))?,
+        };
         trace("agent ready (guest booted)");
+        boot.clock_ns = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos() as u64);
+        boot.seed = seed().map_err(io_err("/dev/urandom"))?;
         send(&writer, &Frame::json(Kind::Boot, proto::VM, &boot)).map_err(io_err("agent"))?;
         expect(&mut reader, Kind::Ready, vm.as_mut(), &cfg)?;
         trace("boot done");
@@ -416,7 +455,15 @@ pub(super) fn run_once(
     let (mut reader, writer, hello) = match booted {
         Ok(b) => b,
         Err(e) => {
+            let died = !matches!(vm.try_wait(), Ok(None));
             vm.kill();
+            // A snapshot the hypervisor could not resume is not kept for the
+            // next start (which makes it again).
+            if died
+                && let Some(dir) = cfg.restore.as_ref().and_then(|p| p.parent())
+            {
+                let _ = fs::remove_dir_all(dir);
+            }
             let _ = fs::remove_file(vmdir.join(AGENT_SOCKET));
             return Err(e);
         }
@@ -511,6 +558,13 @@ pub(super) fn run_once(
         }
     };
     Ok((code, ran_since.elapsed()))
+}
+
+/// Host entropy for the guest (`Boot.seed`).
+fn seed() -> io::Result<Vec<u8>> {
+    let mut b = vec![0u8; 64];
+    File::open("/dev/urandom")?.read_exact(&mut b)?;
+    Ok(b)
 }
 
 fn warn(mode: &mut Mode<'_>, log: &mut Log, w: &str) {

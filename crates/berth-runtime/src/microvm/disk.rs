@@ -12,6 +12,10 @@ use super::{VmError, io_at};
 
 /// Size of the writable layer a VM sees (sparse: it costs what is written).
 pub const WRITABLE_SIZE: &str = "16G";
+/// [`WRITABLE_SIZE`] in bytes; also the least size of the image's disk, so
+/// VMs of different images have disks of one size (one shape for
+/// [`super::snapshot`]).
+pub const DISK_BYTES: u64 = 16 << 30;
 
 /// Runs a tool and turns a failure into [`VmError::Tool`] with its stderr.
 fn run(cmd: &mut Command, tool: &str) -> Result<(), VmError> {
@@ -115,6 +119,41 @@ pub fn export_erofs(lowerdirs: &[PathBuf], out: &Path) -> Result<(), VmError> {
     run(&mut cmd, "mkfs.erofs")?;
     std::fs::rename(&tmp_img, out).map_err(io_at(out))?;
     Ok(())
+}
+
+/// The image's disk as a VM sees it: a read-only qcow2 over the erofs
+/// export, [`DISK_BYTES`] large (more for an image that does not fit),
+/// made once beside the export and shared by its VMs. Reads past the end of
+/// the export are zeroes. Returns the file and its virtual size.
+pub fn image_disk(erofs: &Path) -> Result<(PathBuf, u64), VmError> {
+    let len = std::fs::metadata(erofs).map_err(io_at(erofs))?.len();
+    let size = DISK_BYTES.max(len.next_multiple_of(1 << 20));
+    let mut name = erofs.as_os_str().to_owned();
+    name.push(".qcow2");
+    let out = PathBuf::from(name);
+    if out.is_file() {
+        return Ok((out, size));
+    }
+    // A name of its own: VMs of one image may start together.
+    let dir = out.parent().unwrap_or(Path::new("."));
+    let tmp = tempfile::Builder::new()
+        .prefix(".export-")
+        .suffix(".qcow2")
+        .tempfile_in(dir)
+        .map_err(io_at(dir))?;
+    run(
+        Command::new("qemu-img")
+            .args(["create", "-q", "-f", "qcow2", "-F", "raw", "-b"])
+            .arg(erofs)
+            .arg(tmp.path())
+            .arg(size.to_string()),
+        "qemu-img",
+    )?;
+    tmp.persist(&out).map_err(|e| VmError::Io {
+        path: out.clone(),
+        source: e.error,
+    })?;
+    Ok((out, size))
 }
 
 /// The empty ext4 every writable layer starts from (`upper/` and `work/`

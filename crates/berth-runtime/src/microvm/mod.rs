@@ -20,6 +20,8 @@ pub mod assets;
 pub mod disk;
 pub mod initramfs;
 pub mod qemu;
+pub mod qmp;
+pub mod snapshot;
 pub mod spec;
 
 use std::path::PathBuf;
@@ -88,6 +90,9 @@ pub struct Disk {
     pub format: &'static str,
     /// The guest cannot write it.
     pub read_only: bool,
+    /// Bytes the guest sees (a qcow2's virtual size); part of a VM's shape
+    /// for [`snapshot`]s.
+    pub size: u64,
 }
 
 /// A host directory shared with the guest (virtio-9p).
@@ -139,6 +144,12 @@ pub struct VmConfig {
     pub console_log: PathBuf,
     /// Where the hypervisor's own stdout/stderr go.
     pub hypervisor_log: PathBuf,
+    /// A control socket for [`Hypervisor::save`] (QMP for QEMU); `None`:
+    /// the VM will not be saved.
+    pub control_socket: Option<PathBuf>,
+    /// Resume this saved state (made by [`Hypervisor::save`] from a VM of
+    /// the same shape, see [`snapshot`]) instead of booting.
+    pub restore: Option<PathBuf>,
 }
 
 /// A started VM.
@@ -172,8 +183,15 @@ pub trait RunningVm: Send {
 pub trait Hypervisor {
     /// Name for messages and `inspect`, e.g. `qemu-microvm (tcg)`.
     fn name(&self) -> String;
-    /// Boots the VM; returns once the hypervisor process runs.
+    /// What identifies the hypervisor's build (a saved state is only
+    /// resumed by the build that saved it).
+    fn identity(&self) -> String;
+    /// Boots the VM (or resumes [`VmConfig::restore`]); returns once the
+    /// hypervisor process runs.
     fn launch(&self, cfg: &VmConfig) -> Result<Box<dyn RunningVm>, VmError>;
+    /// Stops `vm` (launched with `cfg`, which had a control socket) and
+    /// saves its whole state to the file `to`.
+    fn save(&self, vm: &mut dyn RunningVm, cfg: &VmConfig, to: &std::path::Path) -> Result<(), VmError>;
 }
 
 /// The driver for this host: QEMU microvm with the detected accelerator.
