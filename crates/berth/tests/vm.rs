@@ -600,24 +600,36 @@ fn system_prune_cleans_what_an_interrupted_export_left() {
     let s = busybox();
     s.ok(&["run", "--rm", "--isolation", "vm", "busybox", "true"]);
     let exports = s.root().join("vm/rootfs");
-    let live: Vec<_> = std::fs::read_dir(&exports)
-        .unwrap()
-        .flatten()
-        .map(|e| e.path())
+    let listing = || {
+        let mut v: Vec<_> = std::fs::read_dir(&exports)
+            .unwrap()
+            .flatten()
+            .map(|e| e.path())
+            .collect();
+        v.sort();
+        v
+    };
+    let live = listing();
+    let names: Vec<_> = live
+        .iter()
+        .map(|p| p.file_name().unwrap().to_string_lossy().into_owned())
         .collect();
-    assert_eq!(live.len(), 1, "one export for busybox: {live:?}");
-    // What a killed export leaves, and an export of an image removed since.
+    assert_eq!(names.len(), 2, "one export and its disk: {names:?}");
+    assert!(names[0].ends_with(".erofs") && names[1] == format!("{}.qcow2", names[0]));
+    // What a killed export leaves, an export of an image removed since (and
+    // its disk), and the saved guest of the warm starts.
     std::fs::create_dir_all(exports.join(".export-killed/merged")).unwrap();
     std::fs::write(exports.join("sha256-0000.erofs"), b"stale").unwrap();
+    std::fs::write(exports.join("sha256-0000.erofs.qcow2"), b"stale").unwrap();
     std::fs::create_dir_all(s.root().join("vm/.template-killed")).unwrap();
+    assert_eq!(snapshots(&s).len(), 1);
     s.ok(&["system", "prune", "-f"]);
-    let left: Vec<_> = std::fs::read_dir(&exports)
-        .unwrap()
-        .flatten()
-        .map(|e| e.path())
-        .collect();
-    assert_eq!(left, live, "only the live export stays");
+    assert_eq!(listing(), live, "only the live export stays");
     assert!(!s.root().join("vm/.template-killed").exists());
+    assert!(
+        snapshots(&s).is_empty(),
+        "saved guests are a cache prune empties"
+    );
     // The image is still runnable as a VM.
     assert_eq!(
         s.ok(&["run", "--rm", "--isolation", "vm", "busybox", "echo", "ok"]),
@@ -741,4 +753,134 @@ fn the_guest_terminal_follows_ours() {
         assert!(Instant::now() < deadline, "--rm did not finish");
         std::thread::sleep(Duration::from_millis(50));
     }
+}
+
+/// The saved guests of warm starts in `s` (one directory per VM shape).
+fn snapshots(s: &Store) -> Vec<std::path::PathBuf> {
+    std::fs::read_dir(s.root().join("vm/snapshots"))
+        .map(|d| {
+            d.flatten()
+                .map(|e| e.path())
+                .filter(|p| p.join("state").is_file())
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+#[test]
+fn warm_starts_are_machines_of_their_own() {
+    let s = busybox();
+    let probe = &[
+        "run",
+        "--rm",
+        "--network",
+        "none",
+        "--isolation",
+        "vm",
+        "busybox",
+        "sh",
+        "-c",
+        "cat /proc/sys/kernel/random/boot_id; head -c 16 /dev/urandom | od -An -tx1; date +%s",
+    ];
+    // The first start of this shape boots and saves a guest.
+    let first = s.ok(probe);
+    let saved = snapshots(&s);
+    assert_eq!(saved.len(), 1, "one saved guest: {saved:?}");
+    // Later ones are resumed from it, yet do not share its random state or
+    // live at the time it was saved.
+    std::thread::sleep(Duration::from_secs(2));
+    let before = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    let (a, b) = (s.ok(probe), s.ok(probe));
+    assert_eq!(snapshots(&s), saved, "resumed, not saved again");
+    let lines = |o: &str| o.lines().map(str::to_string).collect::<Vec<_>>();
+    let (la, lb, lf) = (lines(&a), lines(&b), lines(&first));
+    assert_eq!(la.len(), 3, "{a}");
+    assert_ne!(la[0], lb[0], "boot ids differ");
+    assert_ne!(la[1], lb[1], "random bytes differ");
+    assert_ne!(la[1], lf[1]);
+    let guest_now: u64 = la[2].parse().unwrap();
+    assert!(
+        guest_now + 1 >= before,
+        "the guest's clock ({guest_now}) is the host's ({before}), not the snapshot's"
+    );
+    // Another shape gets its own; BERTH_VM_SNAPSHOT=0 boots without one.
+    let mut c = s.cmd(&[
+        "run",
+        "--rm",
+        "--network",
+        "none",
+        "--isolation",
+        "vm",
+        "--cpus",
+        "2",
+        "busybox",
+        "nproc",
+    ]);
+    c.env("BERTH_VM_SNAPSHOT", "0");
+    let out = c.output().unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "2\n");
+    assert_eq!(
+        snapshots(&s).len(),
+        1,
+        "no snapshot with BERTH_VM_SNAPSHOT=0"
+    );
+    s.ok(&[
+        "run",
+        "--rm",
+        "--network",
+        "none",
+        "--isolation",
+        "vm",
+        "--cpus",
+        "2",
+        "busybox",
+        "true",
+    ]);
+    assert_eq!(
+        snapshots(&s).len(),
+        2,
+        "a second shape, a second saved guest"
+    );
+    assert_no_leftovers(&s);
+}
+
+#[test]
+fn a_saved_guest_that_cannot_be_resumed_is_replaced() {
+    let s = busybox();
+    let args = &[
+        "run",
+        "--rm",
+        "--network",
+        "none",
+        "--isolation",
+        "vm",
+        "busybox",
+        "echo",
+        "ok",
+    ];
+    assert_eq!(s.ok(args), "ok\n");
+    let saved = snapshots(&s);
+    assert_eq!(saved.len(), 1);
+    std::fs::write(saved[0].join("state"), b"not a saved VM").unwrap();
+    let r = s.run(args);
+    assert_eq!(r.code, 125, "{}", r.stderr);
+    assert!(
+        r.stderr.contains("resumed from the saved guest") && r.stderr.contains("boots afresh"),
+        "{}",
+        r.stderr
+    );
+    assert!(snapshots(&s).is_empty(), "the bad one is gone");
+    assert_eq!(s.ok(&["ps", "-aq"]), "");
+    assert_no_leftovers(&s);
+    // The next start makes a good one.
+    assert_eq!(s.ok(args), "ok\n");
+    assert_eq!(snapshots(&s).len(), 1);
 }

@@ -78,7 +78,10 @@ fn ethernet() -> Vec<(String, String)> {
         })
         .filter_map(|e| {
             let a = std::fs::read_to_string(e.path().join("address")).ok()?;
-            Some((e.file_name().to_string_lossy().into_owned(), a.trim().to_string()))
+            Some((
+                e.file_name().to_string_lossy().into_owned(),
+                a.trim().to_string(),
+            ))
         })
         .collect();
     v.sort();

@@ -459,10 +459,16 @@ pub(super) fn run_once(
             vm.kill();
             // A snapshot the hypervisor could not resume is not kept for the
             // next start (which makes it again).
-            if died
-                && let Some(dir) = cfg.restore.as_ref().and_then(|p| p.parent())
-            {
+            if died && let Some(dir) = cfg.restore.as_ref().and_then(|p| p.parent()) {
                 let _ = fs::remove_dir_all(dir);
+                let why = match hypervisor_failed(&cfg, "it stopped while resuming a saved guest") {
+                    RunError::Start(StartError::Setup(m)) => m,
+                    _ => e.to_string(),
+                };
+                return Err(setup(format!(
+                    "{why}\n(the VM was resumed from the saved guest {}, which is now removed: the next start boots afresh)",
+                    dir.display()
+                )));
             }
             let _ = fs::remove_file(vmdir.join(AGENT_SOCKET));
             return Err(e);

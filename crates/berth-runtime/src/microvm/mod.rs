@@ -191,7 +191,12 @@ pub trait Hypervisor {
     fn launch(&self, cfg: &VmConfig) -> Result<Box<dyn RunningVm>, VmError>;
     /// Stops `vm` (launched with `cfg`, which had a control socket) and
     /// saves its whole state to the file `to`.
-    fn save(&self, vm: &mut dyn RunningVm, cfg: &VmConfig, to: &std::path::Path) -> Result<(), VmError>;
+    fn save(
+        &self,
+        vm: &mut dyn RunningVm,
+        cfg: &VmConfig,
+        to: &std::path::Path,
+    ) -> Result<(), VmError>;
 }
 
 /// The driver for this host: QEMU microvm with the detected accelerator.

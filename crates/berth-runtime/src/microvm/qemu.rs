@@ -146,7 +146,8 @@ impl Hypervisor for Qemu {
         format!(
             "{} {:?}",
             self.binary.display(),
-            m.map(|m| (m.ino(), m.size(), m.mtime(), m.mtime_nsec())).ok()
+            m.map(|m| (m.ino(), m.size(), m.mtime(), m.mtime_nsec()))
+                .ok()
         )
     }
 
@@ -207,7 +208,8 @@ impl Hypervisor for Qemu {
             .control_socket
             .as_ref()
             .ok_or_else(|| fail("the VM has no control socket".into()))?;
-        let mut q = Qmp::connect(socket, Duration::from_secs(10)).map_err(|e| fail(e.to_string()))?;
+        let mut q =
+            Qmp::connect(socket, Duration::from_secs(10)).map_err(|e| fail(e.to_string()))?;
         // Not stopped first: QEMU resumes a saved state only if it was saved
         // running (the idle guest's few dirty pages converge at once, and the
         // migration stops it for the last pass).

@@ -37,9 +37,7 @@ impl Qmp {
         // The greeting: {"QMP": {"version": …, "capabilities": […]}}.
         let greeting = q.read()?;
         if greeting.get("QMP").is_none() {
-            return Err(io::Error::other(format!(
-                "not a QMP greeting: {greeting}"
-            )));
+            return Err(io::Error::other(format!("not a QMP greeting: {greeting}")));
         }
         q.execute("qmp_capabilities", None)?;
         Ok(q)

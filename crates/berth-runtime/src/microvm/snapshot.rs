@@ -254,7 +254,12 @@ fn greeting(
             }
             Ok(Some(_)) => {}
             Ok(None) => return Err("stopped before its agent came up".into()),
-            Err(e) if matches!(e.kind(), io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut) => {
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
+                ) =>
+            {
                 if !matches!(vm.try_wait(), Ok(None)) {
                     return Err("stopped before its agent came up".into());
                 }
