@@ -455,7 +455,16 @@ pub(super) fn run_once(
     let (mut reader, writer, hello) = match booted {
         Ok(b) => b,
         Err(e) => {
-            let died = !matches!(vm.try_wait(), Ok(None));
+            // The agent's socket failing means the hypervisor is on its way
+            // out: give it a moment to be seen gone.
+            let mut died = !matches!(vm.try_wait(), Ok(None));
+            if !died && matches!(e, RunError::Io { .. }) {
+                let until = Instant::now() + Duration::from_secs(1);
+                while !died && Instant::now() < until {
+                    std::thread::sleep(Duration::from_millis(10));
+                    died = !matches!(vm.try_wait(), Ok(None));
+                }
+            }
             vm.kill();
             // A snapshot the hypervisor could not resume is not kept for the
             // next start (which makes it again).
