@@ -13,6 +13,9 @@
 #              `true` (itself, exiting 0), waits and reboots: what any VM runtime
 #              needs at least, without berth's disks, agent or protocol
 #   vm         berth --root <scratch> run --rm --network none --isolation vm busybox true
+#              (resumed from the saved guest its shape's first start made: warm-up
+#              runs make it, so the timed runs are what every later start costs)
+#   vm-cold    the same with BERTH_VM_SNAPSHOT=0: booted, as before warm starts
 #   container  berth --root <scratch> run --rm --network none busybox true
 #              (no network for either: the bare VM has none)
 # Memory (one instance each, idle `sleep`, after it is up): the hypervisor's RSS
@@ -68,7 +71,10 @@ FIX=${BERTH_FIXTURES:-$(bash "$ROOT/scripts/fixtures.sh" | tail -n 1)}
 BR=$W/berth
 B=("$BERTH" --root "$BR")
 "${B[@]}" load -q -i "$FIX/busybox.oci.tar" >/dev/null
+# The first VM of a shape boots and saves the guest the others resume.
+t0=$(date +%s%N)
 "${B[@]}" run --rm --network none --isolation vm busybox true || die "berth run --isolation vm failed"
+first_ms=$(( ($(date +%s%N) - t0) / 1000000 ))
 "${B[@]}" run --rm --network none busybox true || die "berth run failed"
 hv=$("${B[@]}" info --format json | jq -r '.vm.hypervisor // .vm.hypervisor_error')
 log "berth: $BERTH; hypervisor: $hv; kernel: $BERTH_KERNEL"
@@ -142,9 +148,9 @@ du_k() { du -sk "$1" | cut -f1; }
 {
 	echo "| per instance (busybox sleep, 256 MiB guest) | hypervisor RSS | hypervisor PSS | monitor RSS | disk added | disk shared by all instances |"
 	echo "| --- | ---: | ---: | ---: | ---: | ---: |"
-	printf '| berth --isolation vm | %s KiB | %s KiB | %s KiB | %s KiB | %s KiB (erofs export) + %s KiB (ext4 template, sparse) |\n' \
+	printf '| berth --isolation vm | %s KiB | %s KiB | %s KiB | %s KiB | %s KiB (erofs export) + %s KiB (ext4 template, sparse) + %s KiB (saved guest) |\n' \
 		"$(kib "$qpid" Rss)" "$(kib "$qpid" Pss)" "$(kib "$vm_mon" Rss)" "$(du_k "$BR/containers/$vm_id")" \
-		"$(du_k "$BR/vm/rootfs")" "$(du -k "$BR"/vm/writable-*.ext4 | cut -f1)"
+		"$(du_k "$BR/vm/rootfs")" "$(du -k "$BR"/vm/writable-*.ext4 | cut -f1)" "$(du_k "$BR/vm/snapshots")"
 	printf '| bare qemu microvm | %s KiB | %s KiB | – | – | – |\n' "$(kib "$BARE_PID" Rss)" "$(kib "$BARE_PID" Pss)"
 	printf '| berth --isolation container | – | – | %s KiB | %s KiB | %s KiB (snapshot) |\n' \
 		"$(kib "$ctr_mon" Rss)" "$(du_k "$BR/containers/$ctr_id")" "$(du_k "$BR/image/snapshots" 2>/dev/null || echo '?')"
@@ -160,11 +166,13 @@ q() { printf '%q ' "$@"; }
 hyperfine -N --runs "$RUNS" --warmup "$WARMUP" --export-json "$W/start.json" \
 	-n bare "$(q "${BARE[@]}" -initrd "$W/bare-true.cpio")" \
 	-n vm "$(q "${B[@]}" run --rm --network none --isolation vm busybox true)" \
+	-n vm-cold "$(q env BERTH_VM_SNAPSHOT=0 "${B[@]}" run --rm --network none --isolation vm busybox true)" \
 	-n container "$(q "${B[@]}" run --rm --network none busybox true)" >&2
 
 med() { jq -r --arg n "$1" '.results[] | select(.command == $n) | .median' "$W/start.json"; }
 bare=$(med bare)
 vm=$(med vm)
+cold=$(med vm-cold)
 ctr=$(med container)
 ratio=$(awk -v a="$vm" -v b="$bare" 'BEGIN { printf "%.3f", a / b }')
 echo
@@ -172,11 +180,13 @@ echo "accelerator: $hv"
 echo
 echo "| start to exit (median of $RUNS) | time | ratio to bare |"
 echo "| --- | ---: | ---: |"
-awk -v b="$bare" -v v="$vm" -v c="$ctr" 'BEGIN {
+awk -v b="$bare" -v v="$vm" -v k="$cold" -v c="$ctr" 'BEGIN {
 	printf "| bare qemu microvm boot (same kernel, options) | %.1f ms | 1.00x |\n", b * 1000
-	printf "| berth run --isolation vm --rm busybox true | %.1f ms | %.2fx |\n", v * 1000, v / b
+	printf "| berth run --isolation vm --rm busybox true (resumed from its saved guest, the default) | %.1f ms | %.2fx |\n", v * 1000, v / b
+	printf "| the same with BERTH_VM_SNAPSHOT=0 (booted) | %.1f ms | %.2fx |\n", k * 1000, k / b
 	printf "| berth run --rm busybox true (container) | %.1f ms | %.3fx |\n", c * 1000, c / b
 }'
+echo "(the first start of this shape, which booted and saved the guest: $first_ms ms, once)"
 echo
 cat "$W/memory.md"
 echo
