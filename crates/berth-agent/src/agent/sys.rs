@@ -163,18 +163,6 @@ pub fn trace(step: &str) {
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn errno_text_is_go_style() {
-        assert_eq!(errno_text(libc::ENOENT), "no such file or directory");
-        assert_eq!(errno_text(libc::EACCES), "permission denied");
-        assert_eq!(errno_text(libc::ENOEXEC), "exec format error");
-    }
-}
-
 /// Sets the wall clock to `ns` nanoseconds since the epoch (0: leaves it).
 pub fn set_clock(ns: u64) -> io::Result<()> {
     if ns == 0 {
@@ -228,4 +216,16 @@ pub fn flush_block_cache(dev: &str) -> io::Result<()> {
     // SAFETY: BLKFLSBUF takes no argument besides the descriptor.
     check(unsafe { libc::ioctl(f.as_raw_fd(), BLKFLSBUF, 0) })?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn errno_text_is_go_style() {
+        assert_eq!(errno_text(libc::ENOENT), "no such file or directory");
+        assert_eq!(errno_text(libc::EACCES), "permission denied");
+        assert_eq!(errno_text(libc::ENOEXEC), "exec format error");
+    }
 }
