@@ -1053,6 +1053,28 @@ fn a_vm_joins_user_networks_and_publishes_ports() {
     }
     let out = s.ok(&["exec", "vmweb", "ping", "-c1", "-W2", "ctr"]);
     assert!(out.contains(&ctr_ip), "{out}");
+    // A second VM of the same shape resumes the guest saved by the first
+    // one's start, yet has a MAC address of its own and reaches the first.
+    s.ok(&[
+        "run",
+        "-d",
+        "--isolation",
+        "vm",
+        "--name",
+        "vm2",
+        "--network",
+        "vmnet",
+        "busybox",
+        "sleep",
+        "120",
+    ]);
+    let mac = |n: &str| s.ok(&["exec", n, "cat", "/sys/class/net/eth0/address"]);
+    let (m1, m2) = (mac("vmweb"), mac("vm2"));
+    assert_ne!(m1, m2);
+    assert_ne!(m2.trim(), "02:00:00:00:00:01", "not the template's");
+    let page = s.ok(&["exec", "vm2", "wget", "-qO-", "http://vmweb/i"]);
+    assert_eq!(page, "served-by-a-vm\n");
+    s.ok(&["rm", "-f", "vm2"]);
     // Its one NIC is fixed at boot: connecting another network is refused.
     s.create_network("vmnet2", 31);
     let e = s.fails(&["network", "connect", "vmnet2", "vmweb"]);

@@ -623,6 +623,9 @@ fn system_prune_cleans_what_an_interrupted_export_left() {
     std::fs::write(exports.join("sha256-0000.erofs.qcow2"), b"stale").unwrap();
     std::fs::create_dir_all(s.root().join("vm/.template-killed")).unwrap();
     assert_eq!(snapshots(&s).len(), 1);
+    let killed_maker = s.root().join("vm/snapshots/.make-killed");
+    std::fs::create_dir_all(&killed_maker).unwrap();
+    std::fs::write(killed_maker.join("disk0.qcow2"), b"blank").unwrap();
     s.ok(&["system", "prune", "-f"]);
     assert_eq!(listing(), live, "only the live export stays");
     assert!(!s.root().join("vm/.template-killed").exists());
@@ -630,6 +633,7 @@ fn system_prune_cleans_what_an_interrupted_export_left() {
         snapshots(&s).is_empty(),
         "saved guests are a cache prune empties"
     );
+    assert!(!killed_maker.exists(), "what a killed maker left");
     // The image is still runnable as a VM.
     assert_eq!(
         s.ok(&["run", "--rm", "--isolation", "vm", "busybox", "echo", "ok"]),
