@@ -623,6 +623,8 @@ fn system_prune_cleans_what_an_interrupted_export_left() {
     std::fs::write(exports.join("sha256-0000.erofs.qcow2"), b"stale").unwrap();
     std::fs::create_dir_all(s.root().join("vm/.template-killed")).unwrap();
     assert_eq!(snapshots(&s).len(), 1);
+    let old_initramfs = s.root().join("vm/initramfs/initramfs-00000000.cpio");
+    std::fs::write(&old_initramfs, b"an agent rebuilt since").unwrap();
     let killed_maker = s.root().join("vm/snapshots/.make-killed");
     std::fs::create_dir_all(&killed_maker).unwrap();
     std::fs::write(killed_maker.join("disk0.qcow2"), b"blank").unwrap();
@@ -634,6 +636,12 @@ fn system_prune_cleans_what_an_interrupted_export_left() {
         "saved guests are a cache prune empties"
     );
     assert!(!killed_maker.exists(), "what a killed maker left");
+    assert!(!old_initramfs.exists(), "an old agent's initramfs");
+    let initramfs: Vec<_> = std::fs::read_dir(s.root().join("vm/initramfs"))
+        .unwrap()
+        .flatten()
+        .collect();
+    assert_eq!(initramfs.len(), 1, "the current agent's stays");
     // The image is still runnable as a VM.
     assert_eq!(
         s.ok(&["run", "--rm", "--isolation", "vm", "busybox", "echo", "ok"]),

@@ -159,6 +159,12 @@ pub fn prune_shared(engine: &Engine) -> u64 {
             }
         }
     }
+    // Initramfs files of agents other than the one VMs now get.
+    if let Ok(agent) = assets::agent()
+        && let Ok(current) = initramfs::file_name(&agent)
+    {
+        freed += initramfs::prune(&shared.join("initramfs"), &current);
+    }
     freed + snapshot::prune(&shared.join("snapshots"))
 }
 

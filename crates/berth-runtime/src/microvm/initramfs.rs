@@ -80,18 +80,7 @@ impl Cpio {
 /// mtime), so a start does not hash the binary and a rebuilt agent gets a
 /// new initramfs.
 pub fn for_agent(agent: &Path, dir: &Path) -> Result<PathBuf, VmError> {
-    use std::os::unix::fs::MetadataExt;
-    let m = std::fs::metadata(agent).map_err(io_at(agent))?;
-    let id = format!(
-        "{}\0{}\0{}\0{}.{}",
-        agent.display(),
-        m.ino(),
-        m.size(),
-        m.mtime(),
-        m.mtime_nsec()
-    );
-    let key = hex16(&Sha256::digest(id.as_bytes()));
-    let out = dir.join(format!("initramfs-{key}.cpio"));
+    let out = dir.join(file_name(agent)?);
     if out.is_file() {
         return Ok(out);
     }
@@ -111,6 +100,38 @@ pub fn for_agent(agent: &Path, dir: &Path) -> Result<PathBuf, VmError> {
         source: e.error,
     })?;
     Ok(out)
+}
+
+/// The initramfs file name for `agent`: `initramfs-<key>.cpio`.
+pub fn file_name(agent: &Path) -> Result<String, VmError> {
+    use std::os::unix::fs::MetadataExt;
+    let m = std::fs::metadata(agent).map_err(io_at(agent))?;
+    let id = format!(
+        "{}\0{}\0{}\0{}.{}",
+        agent.display(),
+        m.ino(),
+        m.size(),
+        m.mtime(),
+        m.mtime_nsec()
+    );
+    Ok(format!(
+        "initramfs-{}.cpio",
+        hex16(&Sha256::digest(id.as_bytes()))
+    ))
+}
+
+/// Removes the initramfs files in `dir` other than `keep` (those of agents
+/// rebuilt or moved since; a running VM has its own in memory). Bytes freed.
+pub fn prune(dir: &Path, keep: &str) -> u64 {
+    let mut freed = 0;
+    for e in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+        let name = e.file_name().to_string_lossy().into_owned();
+        if name != keep && name.starts_with("initramfs-") && name.ends_with(".cpio") {
+            freed += e.metadata().map(|m| m.len()).unwrap_or(0);
+            let _ = std::fs::remove_file(e.path());
+        }
+    }
+    freed
 }
 
 fn hex16(d: &[u8]) -> String {
