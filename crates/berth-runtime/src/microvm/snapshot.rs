@@ -70,6 +70,7 @@ pub fn key(hv: &dyn Hypervisor, cfg: &VmConfig) -> Result<String, VmError> {
     put(FORMAT);
     put(&hv.name());
     put(&hv.identity());
+    put(&host_cpu());
     put(&identity(&cfg.kernel)?);
     put(&identity(&cfg.initramfs)?);
     put(&cfg.cmdline);
@@ -88,6 +89,21 @@ pub fn key(hv: &dyn Hypervisor, cfg: &VmConfig) -> Result<String, VmError> {
         .take(12)
         .map(|b| format!("{b:02x}"))
         .collect())
+}
+
+/// The host CPU's model and flags: with KVM the guest sees the host's CPU,
+/// and a state saved on one CPU may not resume on another (a store copied
+/// to another machine).
+fn host_cpu() -> String {
+    let info = fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
+    let field = |name: &str| {
+        info.lines()
+            .find(|l| l.split(':').next().is_some_and(|k| k.trim() == name))
+            .and_then(|l| l.split_once(':'))
+            .map(|(_, v)| v.trim().to_string())
+            .unwrap_or_default()
+    };
+    format!("{} | {}", field("model name"), field("flags"))
 }
 
 /// A file's identity: path, inode, size, modification time.
@@ -354,5 +370,112 @@ fn du(p: &Path) -> u64 {
             .unwrap_or(0)
     } else {
         m.blocks() * 512
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::microvm::{Disk, Nic, Share};
+
+    struct Fake;
+    impl Hypervisor for Fake {
+        fn name(&self) -> String {
+            "fake".into()
+        }
+        fn identity(&self) -> String {
+            "fake 1".into()
+        }
+        fn launch(&self, _: &VmConfig) -> Result<Box<dyn RunningVm>, VmError> {
+            unreachable!()
+        }
+        fn save(&self, _: &mut dyn RunningVm, _: &VmConfig, _: &Path) -> Result<(), VmError> {
+            unreachable!()
+        }
+    }
+
+    fn cfg(dir: &Path) -> VmConfig {
+        for f in ["vmlinux", "init.cpio"] {
+            fs::write(dir.join(f), f).unwrap();
+        }
+        VmConfig {
+            kernel: dir.join("vmlinux"),
+            initramfs: dir.join("init.cpio"),
+            cmdline: String::new(),
+            vcpus: 1,
+            memory_mib: 256,
+            disks: vec![Disk {
+                path: "/a/image.qcow2".into(),
+                format: "qcow2",
+                read_only: true,
+                size: 16 << 30,
+            }],
+            shares: vec![Share {
+                tag: "s0".into(),
+                path: "/data".into(),
+                read_only: false,
+            }],
+            nic: Some(Nic {
+                tap: "tap0".into(),
+                mac: "02:00:00:00:00:09".into(),
+            }),
+            agent_socket: "/a/agent.sock".into(),
+            console_log: "/a/console.log".into(),
+            hypervisor_log: "/a/qemu.log".into(),
+            control_socket: None,
+            restore: None,
+        }
+    }
+
+    /// What the guest sees makes a new shape; what only the hypervisor's
+    /// side of a device or the agent sets does not.
+    #[test]
+    fn the_key_is_the_shape() {
+        let dir = tempfile::tempdir().unwrap();
+        let base = cfg(dir.path());
+        let k = key(&Fake, &base).unwrap();
+        let mut same = base.clone();
+        same.disks[0].path = "/b/other.qcow2".into();
+        same.shares[0].path = "/elsewhere".into();
+        same.nic.as_mut().unwrap().mac = "02:00:00:00:00:0a".into();
+        same.agent_socket = "/b/agent.sock".into();
+        same.console_log = "/b/console.log".into();
+        assert_eq!(key(&Fake, &same).unwrap(), k);
+        let changes: Vec<fn(&mut VmConfig)> = vec![
+            |c| c.vcpus = 2,
+            |c| c.memory_mib = 512,
+            |c| c.disks[0].size = 32 << 30,
+            |c| c.disks[0].read_only = false,
+            |c| c.disks.clear(),
+            |c| c.shares.clear(),
+            |c| c.nic = None,
+            |c| c.cmdline = "berth.trace".into(),
+        ];
+        for (i, change) in changes.into_iter().enumerate() {
+            let mut c = base.clone();
+            change(&mut c);
+            assert_ne!(key(&Fake, &c).unwrap(), k, "change {i}");
+        }
+        // A rebuilt kernel is another shape.
+        fs::write(dir.path().join("vmlinux"), "a rebuilt kernel").unwrap();
+        assert_ne!(key(&Fake, &base).unwrap(), k);
+    }
+
+    #[test]
+    fn a_snapshot_is_loaded_only_whole() {
+        let dir = tempfile::tempdir().unwrap();
+        let out = dir.path().join("k");
+        fs::create_dir(&out).unwrap();
+        assert!(load(&out).is_none());
+        fs::write(out.join("state"), b"x").unwrap();
+        assert!(load(&out).is_none(), "no greeting");
+        fs::write(out.join("hello.json"), b"{not json").unwrap();
+        assert!(load(&out).is_none(), "a bad greeting");
+        fs::write(
+            out.join("hello.json"),
+            br#"{"kernel":"6.1.192-berth","agent":"0.1.0"}"#,
+        )
+        .unwrap();
+        assert_eq!(load(&out).unwrap().hello.kernel, "6.1.192-berth");
     }
 }
