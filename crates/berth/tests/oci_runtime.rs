@@ -598,11 +598,23 @@ struct Podman {
 impl Podman {
     fn cmd(&self, args: &[&str]) -> Command {
         let mut c = common::podman_in(&self.base, &self.base.join("tmp"));
-        c.arg("--runtime")
-            .arg(&self.runtime)
-            .args(args)
-            .stdin(Stdio::null());
+        c.arg("--runtime").arg(&self.runtime);
+        match args.split_first() {
+            // No network (podman's would leave its cni-podman0 bridge and the
+            // plugins' chains behind) and cgroups of this test's own, removed
+            // on drop (podman's default parent, /libpod_parent, stays).
+            Some((&"run", rest)) => c
+                .args(["run", "--network", "none", "--cgroup-parent"])
+                .arg(self.cgroup_parent())
+                .args(rest),
+            _ => c.args(args),
+        };
+        c.stdin(Stdio::null());
         c
+    }
+
+    fn cgroup_parent(&self) -> String {
+        format!("/berth-test-podman-{}", std::process::id())
     }
 
     fn run(&self, args: &[&str]) -> Out {
@@ -635,6 +647,23 @@ impl Drop for Podman {
             let _ = self.cmd(&["system", "reset", "-f"]).output();
         }
         common::unmount_all_under(&self.base);
+        for ctrl in fs::read_dir("/sys/fs/cgroup")
+            .into_iter()
+            .flatten()
+            .flatten()
+        {
+            let top = ctrl
+                .path()
+                .join(self.cgroup_parent().trim_start_matches('/'));
+            let mut dirs: Vec<_> = common::walk(&top)
+                .into_iter()
+                .filter(|p| p.is_dir())
+                .collect();
+            dirs.sort_by_key(|p| std::cmp::Reverse(p.components().count()));
+            for d in dirs.iter().chain(std::iter::once(&top)) {
+                let _ = fs::remove_dir(d);
+            }
+        }
     }
 }
 
