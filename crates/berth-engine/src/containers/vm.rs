@@ -691,12 +691,11 @@ fn expect(
             }
             // Nothing else is expected before the process runs.
             Ok(Some(_)) => {}
-            Ok(None) => {
-                let status = vm.wait_or_kill(Duration::from_secs(2));
-                return Err(hypervisor_failed(
-                    cfg,
-                    &format!("the VM stopped while starting (status {status})"),
-                ));
+            // The hypervisor closed its end (a reset when it went away with
+            // our frame unread): it is ending; its stderr says why.
+            Ok(None) => return Err(stopped_while_starting(vm, cfg)),
+            Err(e) if e.kind() == io::ErrorKind::ConnectionReset => {
+                return Err(stopped_while_starting(vm, cfg));
             }
             Err(e)
                 if matches!(
@@ -721,6 +720,14 @@ fn expect(
             Err(e) => return Err(setup(format!("the VM's agent: {e}"))),
         }
     }
+}
+
+fn stopped_while_starting(vm: &mut dyn RunningVm, cfg: &VmConfig) -> RunError {
+    let status = vm.wait_or_kill(Duration::from_secs(2));
+    hypervisor_failed(
+        cfg,
+        &format!("the VM stopped while starting (status {status})"),
+    )
 }
 
 /// The router: MAIN and VM frames to the monitor, exec frames to their clients.
