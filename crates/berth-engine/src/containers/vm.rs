@@ -570,7 +570,7 @@ pub(super) fn run_once(
     let code = match code {
         Some(c) => c,
         None => {
-            let tail = tail_of(&cfg.console_log);
+            let tail = microvm::log_tail(&cfg.console_log);
             let _ = log.record(
                 1,
                 format!("berth: the VM ended before its process did{tail}\n").as_bytes(),
@@ -594,18 +594,6 @@ fn warn(mode: &mut Mode<'_>, log: &mut Log, w: &str) {
         Mode::Detached(_) => {
             let _ = log.record(1, format!("berth: WARNING: {w}\n").as_bytes());
         }
-    }
-}
-
-/// The last lines of a log file, for error messages (empty if none).
-fn tail_of(p: &Path) -> String {
-    let s = fs::read_to_string(p).unwrap_or_default();
-    let lines: Vec<&str> = s.lines().filter(|l| !l.trim().is_empty()).collect();
-    let tail = lines[lines.len().saturating_sub(8)..].join("\n  ");
-    if tail.is_empty() {
-        String::new()
-    } else {
-        format!(":\n  {tail}")
     }
 }
 
@@ -661,7 +649,7 @@ fn hypervisor_failed(cfg: &VmConfig, what: &str) -> RunError {
     setup(format!(
         "the hypervisor failed to start the VM: {what}{}",
         if stderr.trim().is_empty() {
-            tail_of(&cfg.console_log)
+            microvm::log_tail(&cfg.console_log)
         } else {
             format!(": {}", stderr.trim())
         }
@@ -713,7 +701,7 @@ fn expect(
                     return Err(setup(format!(
                         "the VM's agent did not answer within {} s{}",
                         BOOT_TIMEOUT.as_secs(),
-                        tail_of(&cfg.console_log)
+                        microvm::log_tail(&cfg.console_log)
                     )));
                 }
             }

@@ -156,6 +156,18 @@ pub fn image_disk(erofs: &Path) -> Result<(PathBuf, u64), VmError> {
     Ok((out, size))
 }
 
+/// An empty qcow2 disk of `size` bytes (a template VM's stand-in for a
+/// real disk of that size).
+pub fn blank(path: &Path, size: u64) -> Result<(), VmError> {
+    run(
+        Command::new("qemu-img")
+            .args(["create", "-q", "-f", "qcow2"])
+            .arg(path)
+            .arg(size.to_string()),
+        "qemu-img",
+    )
+}
+
 /// The empty ext4 every writable layer starts from (`upper/` and `work/`
 /// already made), created once in `dir`.
 pub fn writable_template(dir: &Path) -> Result<PathBuf, VmError> {

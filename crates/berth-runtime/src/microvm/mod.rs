@@ -81,6 +81,19 @@ pub(crate) fn io_at(p: impl Into<PathBuf>) -> impl FnOnce(std::io::Error) -> VmE
     move |source| VmError::Io { path, source }
 }
 
+/// The last lines of a hypervisor or console log, for error messages:
+/// `":\n  line\n  line"`, or empty if it has none.
+pub fn log_tail(p: &std::path::Path) -> String {
+    let s = std::fs::read_to_string(p).unwrap_or_default();
+    let lines: Vec<&str> = s.lines().filter(|l| !l.trim().is_empty()).collect();
+    let tail = lines[lines.len().saturating_sub(8)..].join("\n  ");
+    if tail.is_empty() {
+        String::new()
+    } else {
+        format!(":\n  {tail}")
+    }
+}
+
 /// A disk the VM gets, in order (`/dev/vda`, `/dev/vdb`, …).
 #[derive(Clone, Debug)]
 pub struct Disk {

@@ -30,7 +30,6 @@ use std::os::fd::AsRawFd;
 use std::os::unix::fs::MetadataExt;
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::{Path, PathBuf};
-use std::process::Command;
 use std::time::{Duration, Instant};
 
 use berth_agent::{Frame, Hello, Kind};
@@ -176,7 +175,7 @@ fn make(hv: &dyn Hypervisor, cfg: &VmConfig, dir: &Path, out: &Path) -> Result<W
     let mut t = cfg.clone();
     for (i, d) in t.disks.iter_mut().enumerate() {
         let blank = s.join(format!("disk{i}.qcow2"));
-        blank_disk(&blank, d.size)?;
+        super::disk::blank(&blank, d.size)?;
         d.path = blank;
         d.format = "qcow2";
     }
@@ -293,34 +292,12 @@ fn greeting(
 
 /// The template's hypervisor stderr or, failing that, its console.
 fn log_tail(t: &VmConfig) -> String {
-    for p in [&t.hypervisor_log, &t.console_log] {
-        let s = fs::read_to_string(p).unwrap_or_default();
-        let lines: Vec<&str> = s.lines().filter(|l| !l.trim().is_empty()).collect();
-        if !lines.is_empty() {
-            return format!(": {}", lines[lines.len().saturating_sub(8)..].join("\n  "));
-        }
+    let stderr = super::log_tail(&t.hypervisor_log);
+    if stderr.is_empty() {
+        super::log_tail(&t.console_log)
+    } else {
+        stderr
     }
-    String::new()
-}
-
-/// An empty qcow2 disk of `size` bytes.
-fn blank_disk(path: &Path, size: u64) -> Result<(), VmError> {
-    let out = Command::new("qemu-img")
-        .args(["create", "-q", "-f", "qcow2"])
-        .arg(path)
-        .arg(size.to_string())
-        .output()
-        .map_err(|e| VmError::Tool {
-            tool: "qemu-img".into(),
-            detail: e.to_string(),
-        })?;
-    if !out.status.success() {
-        return Err(VmError::Tool {
-            tool: "qemu-img".into(),
-            detail: String::from_utf8_lossy(&out.stderr).trim().to_string(),
-        });
-    }
-    Ok(())
 }
 
 /// Removes the snapshots in `dir` (they are a cache; a running VM no
