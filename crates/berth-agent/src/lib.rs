@@ -250,6 +250,9 @@ pub struct Interface {
     pub prefix: u8,
     /// Default gateway ("" for none).
     pub gateway: String,
+    /// MTU (0: leave the device's).
+    #[serde(default)]
+    pub mtu: u32,
 }
 
 /// Where the root file system comes from.

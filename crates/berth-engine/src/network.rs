@@ -125,6 +125,9 @@ pub struct NetState {
     pub result: Option<CniResult>,
     /// Networks connected while running (`network connect`).
     pub connected: Vec<Link>,
+    /// eth0's MTU when the network sets one (0: the default).
+    #[serde(default)]
+    pub mtu: u32,
 }
 
 impl NetState {
@@ -474,6 +477,7 @@ pub fn attach(engine: &Engine, c: &Container, pid: i32) -> Result<(), String> {
             network_id: net.id.clone(),
             netns: path.clone(),
             ports: ports.clone(),
+            mtu: net.mtu.unwrap_or(0),
             ..Default::default()
         };
         // Recorded before ADD, so a DEL follows even if the monitor dies half-way.

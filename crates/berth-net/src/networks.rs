@@ -45,6 +45,9 @@ pub struct Network {
     /// RFC 3339 creation time (seconds).
     #[serde(default)]
     pub created: u64,
+    /// MTU of the bridge and of every interface on it (`None`: 1500).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mtu: Option<u32>,
 }
 
 impl Network {
@@ -69,6 +72,37 @@ pub struct NetworkCreate {
     pub labels: Vec<String>,
     /// Bridge device name (default: `br-` + 12 hex of the ID).
     pub bridge: Option<String>,
+    /// `-o/--opt KEY=VALUE` driver options (see [`MTU_OPTIONS`]).
+    pub options: Vec<String>,
+}
+
+/// The option keys that set a network's MTU: Docker's, then Podman's.
+pub const MTU_OPTIONS: [&str; 2] = ["com.docker.network.driver.mtu", "mtu"];
+
+/// The MTU the driver options ask for (`None`: the kernel's default, 1500).
+/// Unknown keys are refused rather than ignored, so a typo is not a network
+/// that silently lacks what was asked for.
+pub fn mtu_option(options: &[String]) -> Result<Option<u32>, NetError> {
+    let mut mtu = None;
+    for o in options {
+        let (k, v) = o.split_once('=').unwrap_or((o, ""));
+        if !MTU_OPTIONS.contains(&k) {
+            return Err(NetError::Invalid(format!(
+                "unsupported network option \"{k}\" (supported: {})",
+                MTU_OPTIONS.join(", ")
+            )));
+        }
+        // 68 is IPv4's minimum; 65535 the largest a veth or bridge takes.
+        match v.parse::<u32>() {
+            Ok(n) if (68..=65535).contains(&n) => mtu = Some(n),
+            _ => {
+                return Err(NetError::Invalid(format!(
+                    "invalid MTU \"{v}\" in network option {k}: a number from 68 to 65535"
+                )));
+            }
+        }
+    }
+    Ok(mtu)
 }
 
 /// The networks of one store.
@@ -240,6 +274,7 @@ impl Networks {
                 o.name
             )));
         }
+        let mtu = mtu_option(&o.options)?;
         let mut labels = BTreeMap::new();
         for l in &o.labels {
             let (k, v) = l.split_once('=').unwrap_or((l, ""));
@@ -300,6 +335,7 @@ impl Networks {
                 .duration_since(std::time::UNIX_EPOCH)
                 .map(|d| d.as_secs())
                 .unwrap_or(0),
+            mtu,
         };
         let dir = self.dir(&n.name);
         fs::create_dir_all(dir.join("ipam")).map_err(NetError::io(&dir))?;
@@ -313,6 +349,15 @@ impl Networks {
             let _ = ip(&["link", "add", "name", &n.bridge, "type", "bridge"]);
             let addr = format!("{gateway}/{}", net.len);
             let _ = ip(&["addr", "replace", &addr, "dev", &n.bridge]);
+            if let Some(m) = n.mtu {
+                // Set on the bridge itself, so it keeps it whatever its ports have.
+                ip(&["link", "set", &n.bridge, "mtu", &m.to_string()]).map_err(|m| {
+                    fail(NetError::Invalid(format!(
+                        "setting the MTU of bridge {}: {m}",
+                        n.bridge
+                    )))
+                })?;
+            }
             ip(&["link", "set", &n.bridge, "up"]).map_err(|m| {
                 fail(NetError::Invalid(format!(
                     "creating bridge {}: {m}",
@@ -338,18 +383,23 @@ impl Networks {
         if !n.internal {
             ipam["routes"] = json!([{"dst": "0.0.0.0/0"}]);
         }
+        let mut bridge = json!({
+            "type": "bridge",
+            "bridge": n.bridge,
+            "isGateway": true,
+            "ipMasq": !n.internal,
+            "hairpinMode": true,
+            "ipam": ipam,
+        });
+        if let Some(m) = n.mtu {
+            // Both ends of every veth.
+            bridge["mtu"] = json!(m);
+        }
         json!({
             "cniVersion": "1.0.0",
             "name": n.name,
             "plugins": [
-                {
-                    "type": "bridge",
-                    "bridge": n.bridge,
-                    "isGateway": true,
-                    "ipMasq": !n.internal,
-                    "hairpinMode": true,
-                    "ipam": ipam,
-                },
+                bridge,
                 {"type": "portmap", "capabilities": {"portMappings": true}},
             ]
         })
@@ -399,6 +449,28 @@ mod tests {
     }
 
     #[test]
+    fn mtu_options() {
+        let o = |v: &[&str]| mtu_option(&v.iter().map(|s| s.to_string()).collect::<Vec<_>>());
+        assert_eq!(o(&[]).unwrap(), None);
+        assert_eq!(
+            o(&["com.docker.network.driver.mtu=9000"]).unwrap(),
+            Some(9000)
+        );
+        assert_eq!(o(&["mtu=65520"]).unwrap(), Some(65520));
+        for bad in ["mtu=abc", "mtu=67", "mtu=65536", "mtu=", "mtu"] {
+            let e = o(&[bad]).unwrap_err().to_string();
+            assert!(e.contains("invalid MTU") && e.contains("mtu"), "{bad}: {e}");
+        }
+        let e = o(&["com.docker.network.bridge.nme=x"])
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("unsupported network option \"com.docker.network.bridge.nme\""),
+            "{e}"
+        );
+    }
+
+    #[test]
     fn conflist_shape() {
         let t = tempfile::tempdir().unwrap();
         let ns = Networks::new(t.path());
@@ -412,8 +484,15 @@ mod tests {
             internal: true,
             labels: BTreeMap::new(),
             created: 0,
+            mtu: None,
         };
         let c = ns.conflist_for(&n);
+        assert!(c["plugins"][0].get("mtu").is_none());
+        let c = ns.conflist_for(&Network {
+            mtu: Some(9000),
+            ..n.clone()
+        });
+        assert_eq!(c["plugins"][0]["mtu"], 9000);
         assert_eq!(c["plugins"][0]["type"], "bridge");
         assert_eq!(c["plugins"][0]["ipMasq"], false);
         assert!(c["plugins"][0]["ipam"].get("routes").is_none());

@@ -47,11 +47,13 @@ fn run_in(netns: &Path, cmd: &mut Command, stdin: &[u8]) -> Result<(), String> {
 
 /// Joins `tap` and `ifname` in `netns` both ways. The tap is made by the
 /// hypervisor as it starts; it is waited for briefly, while `alive` says the
-/// hypervisor still runs.
+/// hypervisor still runs. A non-zero `mtu` (the network's) is set on the tap
+/// too, so frames as large as the network's pass to the guest.
 pub fn connect(
     netns: &Path,
     ifname: &str,
     tap: &str,
+    mtu: u32,
     alive: &mut dyn FnMut() -> bool,
 ) -> Result<(), NetError> {
     let fail = |what: &str, e: String| NetError::Io {
@@ -59,12 +61,14 @@ pub fn connect(
         source: std::io::Error::other(format!("{what}: {e}")),
     };
     let until = Instant::now() + Duration::from_secs(10);
+    let mut up = Command::new("ip");
+    up.args(["link", "set", tap]);
+    if mtu != 0 {
+        up.args(["mtu", &mtu.to_string()]);
+    }
+    up.arg("up");
     loop {
-        match run_in(
-            netns,
-            Command::new("ip").args(["link", "set", tap, "up"]),
-            b"",
-        ) {
+        match run_in(netns, &mut up, b"") {
             Ok(()) => break,
             Err(e) if Instant::now() < until && e.contains(tap) && alive() => {
                 std::thread::sleep(Duration::from_millis(10))

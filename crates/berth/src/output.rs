@@ -123,9 +123,23 @@ pub fn template(t: &str, row: &Value) -> String {
             return out;
         };
         let expr = rest[i + 2..i + j].trim();
-        let (json, path) = match expr.strip_prefix("json") {
+        let (json, expr) = match expr.strip_prefix("json ").or(expr.strip_prefix("json")) {
             Some(p) => (true, p.trim()),
             None => (false, expr),
+        };
+        let expr = expr
+            .strip_prefix('(')
+            .and_then(|e| e.strip_suffix(')'))
+            .unwrap_or(expr)
+            .trim();
+        // `index .Path "key" 0 …`: map keys (quoted) and list positions.
+        let (path, keys) = match expr.strip_prefix("index ") {
+            Some(args) => {
+                let args = args.trim();
+                let (p, k) = args.split_once(char::is_whitespace).unwrap_or((args, ""));
+                (p, index_keys(k))
+            }
+            None => (expr, Vec::new()),
         };
         let mut v = row;
         for part in path
@@ -134,6 +148,13 @@ pub fn template(t: &str, row: &Value) -> String {
             .filter(|p| !p.is_empty())
         {
             v = v.get(part).unwrap_or(&Value::Null);
+        }
+        for k in &keys {
+            v = match (k.parse::<usize>(), v) {
+                (Ok(n), Value::Array(a)) => a.get(n),
+                _ => v.get(k.as_str()),
+            }
+            .unwrap_or(&Value::Null);
         }
         match (json, v) {
             (true, v) => out.push_str(&v.to_string()),
@@ -145,6 +166,24 @@ pub fn template(t: &str, row: &Value) -> String {
     }
     out.push_str(rest);
     out
+}
+
+/// The arguments after `index`'s path: `"quoted"` keys and bare numbers.
+fn index_keys(s: &str) -> Vec<String> {
+    let mut keys = Vec::new();
+    let mut rest = s.trim();
+    while !rest.is_empty() {
+        if let Some(q) = rest.strip_prefix('"') {
+            let end = q.find('"').unwrap_or(q.len());
+            keys.push(q[..end].to_string());
+            rest = q.get(end + 1..).unwrap_or("").trim_start();
+        } else {
+            let end = rest.find(char::is_whitespace).unwrap_or(rest.len());
+            keys.push(rest[..end].to_string());
+            rest = rest[end..].trim_start();
+        }
+    }
+    keys
 }
 
 /// Prints rows: a table with the given (header, field) columns, JSON lines, or a template.
@@ -235,5 +274,13 @@ mod tests {
         let r = serde_json::json!({"ID": "abc", "Tag": "latest", "N": 3});
         assert_eq!(template("{{.ID}}\\t{{.Tag}}", &r), "abc\tlatest");
         assert_eq!(template("{{json .N}} {{.Missing}}", &r), "3 <no value>");
+        let r =
+            serde_json::json!({"Options": {"a.b": "1"}, "P": {"80/tcp": [{"HostPort": "8080"}]}});
+        assert_eq!(template("{{index .Options \"a.b\"}}", &r), "1");
+        assert_eq!(
+            template("{{json (index .P \"80/tcp\" 0)}}", &r),
+            r#"{"HostPort":"8080"}"#
+        );
+        assert_eq!(template("{{index .Options \"x\"}}", &r), "<no value>");
     }
 }

@@ -601,6 +601,92 @@ fn bad_input_is_refused_and_leaves_nothing() {
     assert_eq!(s.netns_pins(), 0);
 }
 
+/// The MTU of `dev` as `ip` shows it.
+fn mtu_of(dev: &str) -> String {
+    let out = std::process::Command::new("ip")
+        .args(["-o", "link", "show", "dev", dev])
+        .output()
+        .unwrap();
+    let line = String::from_utf8_lossy(&out.stdout).to_string();
+    line.split_whitespace()
+        .skip_while(|w| *w != "mtu")
+        .nth(1)
+        .unwrap_or_default()
+        .to_string()
+}
+
+#[test]
+fn a_network_mtu_reaches_the_bridge_and_both_ends_of_each_veth() {
+    let s = Net::new();
+    // Docker's key; a lower MTU is what a host with a tunnelled uplink needs.
+    s.create_network_with("small", 11, &["-o", "com.docker.network.driver.mtu=1400"]);
+    // Podman's key; larger than Ethernet's.
+    s.create_network_with("jumbo", 12, &["--opt", "mtu=9000"]);
+    for (net, mtu) in [("small", "1400"), ("jumbo", "9000")] {
+        let opt = s.ok(&[
+            "network",
+            "inspect",
+            "--format",
+            "{{index .Options \"com.docker.network.driver.mtu\"}}",
+            net,
+        ]);
+        assert_eq!(opt.trim(), mtu, "{net}");
+        let bridge = s.network(net)["bridge"].as_str().unwrap().to_string();
+        assert_eq!(mtu_of(&bridge), mtu, "{net}: bridge {bridge}");
+        let name = format!("m-{net}");
+        s.ok(&[
+            "run",
+            "-d",
+            "--name",
+            &name,
+            "--network",
+            net,
+            "busybox",
+            "sleep",
+            "60",
+        ]);
+        let inside = s.ok(&["exec", &name, "cat", "/sys/class/net/eth0/mtu"]);
+        assert_eq!(inside.trim(), mtu, "{net}: the container's eth0");
+        let ports = ports_of(&bridge);
+        assert_eq!(ports.len(), 1, "{ports:?}");
+        assert!(
+            ports[0].contains(&format!(" mtu {mtu} ")),
+            "{net}: the host end {}",
+            ports[0]
+        );
+        s.ok(&["rm", "-f", &name]);
+    }
+    // The default stays Ethernet's.
+    let out = s.ok(&[
+        "run",
+        "--rm",
+        "--network",
+        "bridge",
+        "busybox",
+        "cat",
+        "/sys/class/net/eth0/mtu",
+    ]);
+    assert_eq!(out.trim(), "1500");
+    // Bad options: a clear error naming the option, and no network left behind.
+    for (opt, want) in [
+        (
+            "com.docker.network.driver.mtu=abc",
+            "invalid MTU \"abc\" in network option com.docker.network.driver.mtu",
+        ),
+        ("mtu=67", "invalid MTU \"67\" in network option mtu"),
+        ("mtu=65536", "invalid MTU \"65536\""),
+        (
+            "com.docker.network.driver.mtux=1400",
+            "unsupported network option \"com.docker.network.driver.mtux\"",
+        ),
+    ] {
+        let err = s.fails(&["network", "create", "-o", opt, "badopt"]);
+        assert!(err.contains(want), "{opt}: {err}");
+        assert!(!s.root().join("networks/badopt").exists(), "{opt}");
+    }
+    assert!(!s.ok(&["network", "ls"]).contains("badopt"));
+}
+
 #[test]
 fn network_prune_removes_unused_networks() {
     let s = Net::new();
@@ -1002,7 +1088,8 @@ fn connect_and_disconnect_a_running_container() {
 #[test]
 fn a_vm_joins_user_networks_and_publishes_ports() {
     let s = Net::new();
-    s.create_network("vmnet", 30);
+    // Jumbo frames: the guest's NIC and its tap get the network's MTU.
+    s.create_network_with("vmnet", 30, &["-o", "mtu=9000"]);
     let port = free_port(false);
     s.ok(&[
         "run",
@@ -1020,7 +1107,7 @@ fn a_vm_joins_user_networks_and_publishes_ports() {
         "busybox",
         "sh",
         "-c",
-        "echo served-by-a-vm > /tmp/i; httpd -f -p 80 -h /tmp",
+        "echo served-by-a-vm > /tmp/i; dd if=/dev/zero of=/tmp/big bs=1k count=300 2>/dev/null; httpd -f -p 80 -h /tmp",
     ]);
     let vm_ip = s.inspect("vmweb", "{{.NetworkSettings.IPAddress}}");
     assert!(!vm_ip.is_empty());
@@ -1053,6 +1140,31 @@ fn a_vm_joins_user_networks_and_publishes_ports() {
     }
     let out = s.ok(&["exec", "vmweb", "ping", "-c1", "-W2", "ctr"]);
     assert!(out.contains(&ctr_ip), "{out}");
+    for n in ["vmweb", "ctr"] {
+        let mtu = s.ok(&["exec", n, "cat", "/sys/class/net/eth0/mtu"]);
+        assert_eq!(mtu.trim(), "9000", "{n}");
+    }
+    // Full-size frames cross the tap both ways: 300 KiB each way in segments
+    // of up to 8960 bytes (a tap that dropped them would stall the transfer).
+    let big = s.ok(&[
+        "exec",
+        "ctr",
+        "sh",
+        "-c",
+        "wget -qO- http://vmweb/big | wc -c",
+    ]);
+    assert_eq!(big.trim(), "307200");
+    s.ok(&["exec", "-d", "vmweb", "sh", "-c", "nc -l -p 81 > /tmp/up"]);
+    let sent = s.run(&[
+        "exec",
+        "ctr",
+        "sh",
+        "-c",
+        "for i in $(seq 50); do dd if=/dev/zero bs=1k count=300 2>/dev/null | nc -w 5 vmweb 81 && exit 0; sleep 0.1; done; exit 1",
+    ]);
+    assert_eq!(sent.code, 0, "upload to the VM: {}", sent.stderr);
+    let got = s.ok(&["exec", "vmweb", "wc", "-c", "/tmp/up"]);
+    assert!(got.starts_with("307200 "), "{got}");
     // A second VM of the same shape resumes the guest saved by the first
     // one's start, yet has a MAC address of its own and reaches the first.
     s.ok(&[

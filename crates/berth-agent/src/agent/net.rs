@@ -38,6 +38,9 @@ pub fn configure(ifaces: &[Interface]) -> Result<(), String> {
         }
         let mask = Ipv4Addr::from(u32::MAX.checked_shl(32 - u32::from(i.prefix)).unwrap_or(0));
         let sock = socket().map_err(|e| format!("socket: {e}"))?;
+        if i.mtu != 0 {
+            set_mtu(&sock, &name, i.mtu).map_err(|e| format!("{name}: set MTU {}: {e}", i.mtu))?;
+        }
         ioctl_addr(&sock, &name, libc::SIOCSIFADDR, addr)
             .map_err(|e| format!("{name}: set address {addr}: {e}"))?;
         ioctl_addr(&sock, &name, libc::SIOCSIFNETMASK, mask)
@@ -106,6 +109,14 @@ fn set_mac(sock: &OwnedFd, name: &str, mac: &str) -> std::io::Result<()> {
     }
     // SAFETY: r is a valid ifreq naming the interface, with the hwaddr set.
     check(unsafe { libc::ioctl(sock.as_raw_fd(), libc::SIOCSIFHWADDR, &r) })?;
+    Ok(())
+}
+
+fn set_mtu(sock: &OwnedFd, name: &str, mtu: u32) -> std::io::Result<()> {
+    let mut r = ifreq(name);
+    r.ifr_ifru.ifru_mtu = i32::try_from(mtu).map_err(std::io::Error::other)?;
+    // SAFETY: r is a valid ifreq naming the interface, with the MTU member set.
+    check(unsafe { libc::ioctl(sock.as_raw_fd(), libc::SIOCSIFMTU, &r) })?;
     Ok(())
 }
 

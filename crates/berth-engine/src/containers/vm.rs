@@ -416,10 +416,14 @@ pub(super) fn run_once(
             if let Err(e) = crate::network::attach(engine, rec, vm.pid()) {
                 return Err(net_err(vm.as_mut(), e));
             }
+            let st = engine
+                .net_state(&rec.id)
+                .ok_or_else(|| setup("network: no address after CNI ADD"))?;
             let tapped = berth_net::tap::connect(
                 &engine.netns_path(&rec.id),
                 crate::network::IFNAME,
                 &n.tap,
+                st.mtu,
                 &mut || matches!(vm.try_wait(), Ok(None)),
             );
             if let Err(e) = tapped {
@@ -427,14 +431,12 @@ pub(super) fn run_once(
             }
             // The attach wrote /etc/hosts with the address it got.
             boot = microvm::spec::boot_from_spec(spec, &dir, t.boot.rootfs.clone())?.boot;
-            let st = engine
-                .net_state(&rec.id)
-                .ok_or_else(|| setup("network: no address after CNI ADD"))?;
             boot.interfaces.push(proto::Interface {
                 mac: n.mac.clone(),
                 address: st.ip,
                 prefix: st.prefix,
                 gateway: st.gateway,
+                mtu: st.mtu,
             });
         }
         trace("network attached");

@@ -117,6 +117,10 @@ pub struct CreateArgs {
     /// Driver (only `bridge`).
     #[arg(short, long, default_value = "bridge")]
     driver: String,
+    /// Driver options (KEY=VALUE): com.docker.network.driver.mtu (or mtu) sets
+    /// the MTU of the bridge and of every interface on it.
+    #[arg(short, long = "opt")]
+    opt: Vec<String>,
     /// Network name.
     name: String,
 }
@@ -203,9 +207,18 @@ fn network_json(e: &Engine, n: &Network) -> Value {
         "Internal": n.internal,
         "Attachable": false,
         "Containers": containers,
-        "Options": {"com.docker.network.bridge.name": n.bridge},
+        "Options": options(n),
         "Labels": n.labels,
     })
+}
+
+/// inspect's `Options`, with Docker's keys.
+fn options(n: &Network) -> Value {
+    let mut o = json!({"com.docker.network.bridge.name": n.bridge});
+    if let Some(m) = n.mtu {
+        o[berth_net::networks::MTU_OPTIONS[0]] = json!(m.to_string());
+    }
+    o
 }
 
 pub fn network(root: &Path, c: NetworkCommand) -> anyhow::Result<ExitCode> {
@@ -225,6 +238,7 @@ pub fn network(root: &Path, c: NetworkCommand) -> anyhow::Result<ExitCode> {
                 internal: a.internal,
                 labels: a.label,
                 bridge: None,
+                options: a.opt,
             })?;
             println!("{}", n.id);
         }
