@@ -10,20 +10,22 @@
 #      docker -p      docker -H <sock> run --rm --network benchnet -p 127.0.0.1::80 busybox true
 #    benchnet is a docker bridge network on a /24 this script picks free of host
 #    routes; berth's `bridge` is its default network of the scratch store.
-# 2. TCP throughput host -> container over a published port on 127.0.0.1: a sink in
-#    the container's network namespace (host python3 under nsenter, reading 1 MiB at a
-#    time; busybox nc was the bottleneck), the host writes SIZE_MB MiB of zeros
-#    into 127.0.0.1:PORT with dd (bash's /dev/tcp), REPS times; the median rate is
-#    reported. berth: the portmap plugin's DNAT (kernel). docker: its userland proxy
-#    (dockerd --userland-proxy=true --iptables=false, so docker-proxy carries every
-#    byte, which is the path the issue compares against).
-#
+# 2. TCP throughput host -> container over a published port on 127.0.0.1, with iperf3
+#    (one stream, SECS seconds; the server is the host's iperf3 under nsenter in the
+#    container's network namespace, so both ends are the same program for every
+#    path): berth's portmap DNAT (kernel), the container's address with no mapping
+#    (the ceiling), and docker's userland proxy (dockerd --userland-proxy=true
+#    --iptables=false, so docker-proxy carries every byte, which is the path the issue
+#    compares against); then berth and docker again on networks created with
+#    -o com.docker.network.driver.mtu=JUMBO. The targets take turns, REPS rounds, and
+#    the median of each is reported (a 2-core host is noisy: turns spread the noise
+#    over all of them).
 # Targets (issue 6): networking adds <= 20 ms to a start (berth -p median - berth
 # median), and berth's published-port throughput >= 2x docker's userland proxy.
 # Traffic goes only to 127.0.0.1 and to the scratch networks (the sink container's
 # own address, once, for the ceiling row).
 #
-# Environment: RUNS (default 20), WARMUP (3), SIZE_MB (1024), REPS (3), BERTH (default
+# Environment: RUNS (default 20), WARMUP (3), SECS (5), REPS (5), JUMBO (65520), BERTH (default
 # target/release/berth, built if missing, copied into the scratch dir), DOCKER,
 # DOCKERD, PEERS ("docker" or empty), BENCH_TMP (/var/tmp), BERTH_FIXTURES.
 # Everything it creates is removed on exit: containers, dockerd, berth's bridges and
@@ -39,20 +41,22 @@ ROOT=$(cd "$(dirname "$SELF")/.." && pwd)
 [[ $# -eq 0 ]] || die "no arguments (see the header of $SELF)"
 RUNS=${RUNS:-20}
 WARMUP=${WARMUP:-3}
-SIZE_MB=${SIZE_MB:-1024}
-REPS=${REPS:-3}
+SECS=${SECS:-5}
+REPS=${REPS:-5}
+JUMBO=${JUMBO:-65520}
 PEERS=${PEERS-docker}
 DOCKER=${DOCKER:-docker}
 DOCKERD=${DOCKERD:-dockerd}
-for cmd in hyperfine jq awk dd ip nsenter python3; do
+for cmd in hyperfine jq awk iperf3 ip nsenter python3; do
 	command -v "$cmd" >/dev/null || die "$cmd not found; run scripts/deps.sh --bench"
 done
 
+SERVERS=() # iperf3 servers' PIDs
 W=$(mktemp -d "${BENCH_TMP:-/var/tmp}/berth-net.XXXXXX")
 BR=$W/berth
 cleanup() {
-	local id n
-	if [[ -n ${SINK_PID-} ]]; then kill "$SINK_PID" 2>/dev/null || true; fi
+	local id n pid
+	for pid in "${SERVERS[@]}"; do kill "$pid" 2>/dev/null || true; done
 	if [[ -x ${BERTH-} && -d $BR ]]; then
 		for id in $("$BERTH" --root "$BR" ps -aq 2>/dev/null); do
 			"$BERTH" --root "$BR" rm -f "$id" >/dev/null 2>&1 || true
@@ -62,9 +66,9 @@ cleanup() {
 		done
 	fi
 	if [[ -S $W/docker.sock ]]; then
-		"$DOCKER" -H "unix://$W/docker.sock" rm -f sink >/dev/null 2>&1 || true
+		"$DOCKER" -H "unix://$W/docker.sock" rm -f sink sinkj >/dev/null 2>&1 || true
 		# dockerd leaves a network's bridge behind when it stops.
-		"$DOCKER" -H "unix://$W/docker.sock" network rm benchnet >/dev/null 2>&1 || true
+		"$DOCKER" -H "unix://$W/docker.sock" network rm benchnet benchjumbo >/dev/null 2>&1 || true
 	fi
 	dockerd_stop "$W"
 	unmount_under "$W"
@@ -135,80 +139,81 @@ hyperfine "${args[@]}" >&2
 
 # --- 2. throughput -----------------------------------------------------------
 
-# One dd of SIZE_MB MiB into $HOST:$1 (127.0.0.1 unless set); prints MB/s (empty on
-# failure).
-push() {
-	local out
-	out=$(dd if=/dev/zero bs=1M count="$SIZE_MB" 2>&1 >"/dev/tcp/${HOST:-127.0.0.1}/$1") || return 1
-	awk -F', ' '/copied/ { split($3, t, " "); if (t[1] > 0) printf "%.0f\n", $1 / t[1] / 1e6 }' <<<"$out"
-}
-
-# Median MB/s of REPS pushes into port $2 (name $1 for the log).
-throughput() {
-	local name=$1 port=$2 i r rates=()
-	for ((i = 0; i < 50; i++)); do
-		# The sink accepts one connection per nc; wait until one is up.
-		r=$(SIZE_MB=1 push "$port" 2>/dev/null) && [[ -n $r ]] && break
-		sleep 0.2
-	done
-	for ((i = 0; i < REPS; i++)); do
-		sleep 0.3
-		r=$(push "$port") || r=
-		[[ -n $r ]] || die "$name: a push to 127.0.0.1:$port failed"
-		rates+=("$r")
-	done
-	log "$name: ${rates[*]} MB/s"
-	printf '%s\n' "${rates[@]}" | sort -n | awk '{ a[NR] = $1 } END { print a[int((NR + 1) / 2)] }'
+# iperf3 (one TCP stream, SECS seconds) from the host to $1:$2; prints MB/s (empty
+# on failure). The server runs in the sink container's network namespace.
+iperf() {
+	iperf3 -c "$1" -p "$2" -t "$SECS" -J 2>/dev/null |
+		jq -r '.end.sum_received.bits_per_second // empty | . / 8e6 | round'
 }
 
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 
-# The sink: a host python3 in the container's network namespace (busybox nc reads
-# in small pieces and capped both paths at ~400 MB/s), reading with a 1 MiB buffer.
-SINK_PY='
-import socket
-s = socket.socket()
-s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-s.bind(("0.0.0.0", 80))
-s.listen(8)
-b = bytearray(1 << 20)
-while True:
-    c, _ = s.accept()
-    while c.recv_into(b):
-        pass
-    c.close()
-'
-SINK_PID=
-sink_start() { # $1: the container's PID
-	nsenter --net="/proc/$1/ns/net" python3 -c "$SINK_PY" &
-	SINK_PID=$!
-}
-sink_stop() {
-	kill "$SINK_PID" 2>/dev/null || true
-	wait "$SINK_PID" 2>/dev/null || true
+# iperf3 -s inside the network namespace of PID $1, on port 80.
+iperf_server() {
+	local pf=$W/iperf.$1.pid i
+	nsenter --net="/proc/$1/ns/net" iperf3 -s -p 80 -D --pidfile "$pf" ||
+		die "iperf3 server in the namespace of $1 failed"
+	for ((i = 0; i < 50; i++)); do [[ -s $pf ]] && break; sleep 0.1; done
+	SERVERS+=("$(cat "$pf")")
 }
 
-p=$(free_port)
-"$BERTH" --root "$BR" run -d --name sink --network bridge -p "127.0.0.1:$p:80" busybox sleep 3600 >/dev/null
-sink_start "$("$BERTH" --root "$BR" inspect --format '{{.State.Pid}}' sink)"
-B_TPUT=$(throughput "berth (portmap DNAT)" "$p")
-# The same sink straight at the container's address (no mapping): the ceiling.
-B_DIRECT=$(HOST=$("$BERTH" --root "$BR" inspect --format '{{.NetworkSettings.IPAddress}}' sink) throughput "berth, container address" 80)
-sink_stop
-"$BERTH" --root "$BR" rm -f sink >/dev/null
-D_TPUT=
-if ((HAVE_DOCKER)); then
+# The sinks: TARGETS holds "name|host|port" rows, run in turn REPS times.
+TARGETS=()
+b_sink() { # $1 container name, $2 network, $3 row name
+	local p
 	p=$(free_port)
-	"$DOCKER" -H "$DSOCK" run -d --name sink --network benchnet -p "127.0.0.1:$p:80" busybox sleep 3600 >/dev/null
-	sink_start "$("$DOCKER" -H "$DSOCK" inspect --format '{{.State.Pid}}' sink)"
-	D_TPUT=$(throughput "docker (userland proxy)" "$p")
-	sink_stop
-	"$DOCKER" -H "$DSOCK" rm -f sink >/dev/null
+	"$BERTH" --root "$BR" run -d --name "$1" --network "$2" -p "127.0.0.1:$p:80" busybox sleep 3600 >/dev/null
+	iperf_server "$("$BERTH" --root "$BR" inspect --format '{{.State.Pid}}' "$1")"
+	TARGETS+=("$3|127.0.0.1|$p")
+}
+d_sink() {
+	local p
+	p=$(free_port)
+	"$DOCKER" -H "$DSOCK" run -d --name "$1" --network "$2" -p "127.0.0.1:$p:80" busybox sleep 3600 >/dev/null
+	iperf_server "$("$DOCKER" -H "$DSOCK" inspect --format '{{.State.Pid}}' "$1")"
+	TARGETS+=("$3|127.0.0.1|$p")
+}
+
+"$BERTH" --root "$BR" network create -o "com.docker.network.driver.mtu=$JUMBO" jumbo >/dev/null
+b_sink sink bridge "berth (portmap DNAT)"
+TARGETS+=("berth, container address (no mapping)|$("$BERTH" --root "$BR" inspect --format '{{.NetworkSettings.IPAddress}}' sink)|80")
+if ((HAVE_DOCKER)); then
+	d_sink sink benchnet "docker (userland proxy)"
 fi
+b_sink sinkj jumbo "berth (portmap DNAT), MTU $JUMBO"
+if ((HAVE_DOCKER)); then
+	sub=$(free_subnet) &&
+		"$DOCKER" -H "$DSOCK" network create --subnet "$sub" -o "com.docker.network.driver.mtu=$JUMBO" benchjumbo >/dev/null ||
+		die "docker network create benchjumbo failed"
+	d_sink sinkj benchjumbo "docker (userland proxy), MTU $JUMBO"
+fi
+
+log "throughput: iperf3, one stream of $SECS s per run, $REPS rounds over ${#TARGETS[@]} targets in turn"
+declare -A RATES=()
+for ((i = 0; i < REPS; i++)); do
+	for t in "${TARGETS[@]}"; do
+		IFS='|' read -r name host port <<<"$t"
+		r=
+		for ((k = 0; k < 3; k++)); do
+			r=$(iperf "$host" "$port") && [[ -n $r ]] && break
+			sleep 0.5
+		done
+		[[ -n $r ]] || die "$name: iperf3 to $host:$port failed"
+		RATES[$name]+="$r "
+	done
+done
+median() { tr ' ' '\n' | grep . | sort -n | awk '{ a[NR] = $1 } END { print a[int((NR + 1) / 2)] }'; }
+TPUT=$W/throughput.tsv
+: >"$TPUT"
+for t in "${TARGETS[@]}"; do
+	IFS='|' read -r name _ _ <<<"$t"
+	log "$name: ${RATES[$name]}MB/s"
+	printf '%s\t%s\t%s\n' "$name" "$(median <<<"${RATES[$name]}")" "${RATES[$name]}" >>"$TPUT"
+done
 
 # --- results -----------------------------------------------------------------
 
-jq -r --arg bt "$B_TPUT" --arg bd "$B_DIRECT" --arg dt "$D_TPUT" --arg mb "$SIZE_MB" --arg reps "$REPS" '
+jq -r '
   def r1: . * 10 | round / 10;
   def ms: . * 1000 | r1;
   [.results[] | {name: .command, median, mean, stddev, min, max}] as $rs
@@ -218,11 +223,15 @@ jq -r --arg bt "$B_TPUT" --arg bd "$B_DIRECT" --arg dt "$D_TPUT" --arg mb "$SIZE
     ($rs[] | "| \(.name) | \(.median | ms) | \(.mean | ms) ± \(.stddev // 0 | ms) | \(.min | ms)–\(.max | ms) |"),
     "",
     "networking adds to a berth start: \(($m["berth -p"] - $m.berth) | ms) ms (target <= 20 ms: \(if ($m["berth -p"] - $m.berth) <= 0.020 then "MET" else "NOT MET" end))",
-    (if $m.docker then "networking adds to a docker start: \(($m["docker -p"] - $m.docker) | ms) ms; berth -p vs docker -p: \($m["docker -p"] / $m["berth -p"] | r1)x faster" else empty end),
-    "",
-    "| throughput host -> container, 127.0.0.1 published port (\($mb) MiB, median of \($reps)) | MB/s |",
-    "| --- | ---: |",
-    "| berth (portmap DNAT) | \($bt) |",
-    "| (ceiling: the sink at the container address, no mapping) | \($bd) |",
-    (if $dt != "" then "| docker (userland proxy) | \($dt) |", "", "berth / docker: \(($bt | tonumber) / ($dt | tonumber) | r1)x (target >= 2x: \(if ($bt | tonumber) >= 2 * ($dt | tonumber) then "MET" else "NOT MET" end))" else "docker: NOT RUN" end)
+    (if $m.docker then "networking adds to a docker start: \(($m["docker -p"] - $m.docker) | ms) ms; berth -p vs docker -p: \($m["docker -p"] / $m["berth -p"] | r1)x faster" else empty end)
 ' "$W/start.json"
+echo
+echo "| throughput host -> container, 127.0.0.1 published port (iperf3, $SECS s, median of $REPS) | MB/s | runs |"
+echo "| --- | ---: | --- |"
+awk -F'\t' '{ printf "| %s | %s | %s|\n", $1, $2, $3 }' "$TPUT"
+echo
+ratio() { # $1 berth row, $2 docker row
+	awk -F'\t' -v b="$1" -v d="$2" '$1 == b { x = $2 } $1 == d { y = $2 }
+		END { if (x && y) printf "%.2fx (target >= 2x: %s)", x / y, (x >= 2 * y ? "MET" : "NOT MET"); else printf "docker: NOT RUN" }' "$TPUT"
+}
+echo "berth / docker: $(ratio "berth (portmap DNAT)" "docker (userland proxy)"); both networks at MTU $JUMBO: $(ratio "berth (portmap DNAT), MTU $JUMBO" "docker (userland proxy), MTU $JUMBO")"
