@@ -332,6 +332,93 @@ fn published_port_reachable_from_the_host() {
     );
 }
 
+/// Two free consecutive TCP ports on 127.0.0.1 (the first of them).
+fn free_port_pair() -> u16 {
+    for _ in 0..100 {
+        let a = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let p = a.local_addr().unwrap().port();
+        if p < u16::MAX && std::net::TcpListener::bind(("127.0.0.1", p + 1)).is_ok() {
+            return p;
+        }
+    }
+    panic!("no two consecutive free ports");
+}
+
+#[test]
+fn publish_all_maps_every_exposed_port_and_a_range_maps_in_order() {
+    let s = Net::new();
+    let ctx = common::scratch();
+    std::fs::write(
+        ctx.path().join("Dockerfile"),
+        "FROM busybox\nEXPOSE 80 81/tcp 5353/udp\n",
+    )
+    .unwrap();
+    s.ok(&[
+        "build",
+        "-q",
+        "-t",
+        "exposer",
+        &ctx.path().display().to_string(),
+    ]);
+    // -P: each EXPOSEd port on a random host port of its own.
+    s.ok(&[
+        "run",
+        "-d",
+        "--name",
+        "all",
+        "--network",
+        "bridge",
+        "-P",
+        "exposer",
+        "sh",
+        "-c",
+        "echo exposed > /tmp/i; httpd -f -p 80 -h /tmp",
+    ]);
+    let ports = s.ok(&["port", "all"]);
+    let host_port = |spec: &str| -> u16 {
+        ports
+            .lines()
+            .find_map(|l| l.strip_prefix(&format!("{spec} -> ")))
+            .and_then(|a| a.rsplit(':').next())
+            .and_then(|p| p.parse().ok())
+            .unwrap_or_else(|| panic!("{spec} not published: {ports}"))
+    };
+    let (p80, p81, p53) = (
+        host_port("80/tcp"),
+        host_port("81/tcp"),
+        host_port("5353/udp"),
+    );
+    assert!(p80 != 0 && p81 != 0 && p53 != 0 && p80 != p81, "{ports}");
+    // Bound on every host address, so 127.0.0.1 reaches it too.
+    http_get_until(p80, "exposed");
+    s.ok(&["rm", "-f", "all"]);
+    // A range: host ports P and P+1 to the container's 80 and 81, in order.
+    let p = free_port_pair();
+    let spec = format!("127.0.0.1:{p}-{}:80-81", p + 1);
+    s.ok(&[
+        "run",
+        "-d",
+        "--name",
+        "ranged",
+        "--network",
+        "bridge",
+        "-p",
+        &spec,
+        "busybox",
+        "sh",
+        "-c",
+        "mkdir /tmp/a /tmp/b; echo port-80 > /tmp/a/i; echo port-81 > /tmp/b/i; \
+         httpd -p 80 -h /tmp/a; httpd -f -p 81 -h /tmp/b",
+    ]);
+    assert_eq!(
+        s.ok(&["port", "ranged", "81"]).trim(),
+        format!("127.0.0.1:{}", p + 1)
+    );
+    http_get_until(p, "port-80");
+    http_get_until(p + 1, "port-81");
+    s.ok(&["rm", "-f", "ranged"]);
+}
+
 #[test]
 fn published_udp_port_reachable_from_the_host() {
     // busybox has no UDP server: the test listens inside the container's own
