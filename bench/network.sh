@@ -10,6 +10,9 @@
 #      docker -p      docker -H <sock> run --rm --network benchnet -p 127.0.0.1::80 busybox true
 #    benchnet is a docker bridge network on a /24 this script picks free of host
 #    routes; berth's `bridge` is its default network of the scratch store.
+#    Then the CNI plugin calls of `-p` alone (bridge and portmap, ADD and DEL, the
+#    configuration berth writes) straight from the script, RUNS times: the floor
+#    under any CNI client's start with a published port.
 # 2. TCP throughput host -> container over a published port on 127.0.0.1, with iperf3
 #    (one stream, SECS seconds; the server is the host's iperf3 under nsenter in the
 #    container's network namespace, so both ends are the same program for every
@@ -57,6 +60,8 @@ BR=$W/berth
 cleanup() {
 	local id n pid
 	for pid in "${SERVERS[@]}"; do kill "$pid" 2>/dev/null || true; done
+	if [[ -n ${CNI_NS-} ]]; then ip netns del "$CNI_NS" 2>/dev/null || true; fi
+	if [[ -n ${CNI_BR-} ]]; then ip link del "$CNI_BR" 2>/dev/null || true; fi
 	if [[ -x ${BERTH-} && -d $BR ]]; then
 		for id in $("$BERTH" --root "$BR" ps -aq 2>/dev/null); do
 			"$BERTH" --root "$BR" rm -f "$id" >/dev/null 2>&1 || true
@@ -137,6 +142,55 @@ fi
 log "start: $RUNS runs each after $WARMUP warm-up runs; load average $(cut -d' ' -f1-3 /proc/loadavg)"
 hyperfine "${args[@]}" >&2
 
+free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+
+# --- 1b. the CNI plugins alone ---------------------------------------------
+
+# The plugin calls berth makes for `run --rm -p` (bridge ADD, portmap ADD, portmap
+# DEL, bridge DEL, each with the same configuration berth writes), made straight
+# from this script into a namespace and onto a bridge of its own, RUNS times: what
+# any CNI client pays for a published port on this host, before its own work.
+CNI_NS=berth-bench-cni-$$
+CNI_BR=bbcni$$
+CNI_DIR=${BERTH_CNI_PATH:-/usr/lib/cni}
+sub=$(free_subnet) || die "no free /24 for the CNI-only runs"
+gw=${sub%.0/24}.1
+ip netns add "$CNI_NS"
+ip link add "$CNI_BR" type bridge
+ip addr add "$gw/24" dev "$CNI_BR"
+ip link set "$CNI_BR" up
+cni_br=$(jq -nc --arg br "$CNI_BR" --arg sub "$sub" --arg gw "$gw" --arg dir "$W/cni-ipam" '
+  {cniVersion: "1.0.0", name: "benchcni", type: "bridge", bridge: $br, isGateway: true,
+   ipMasq: true, hairpinMode: true,
+   ipam: {type: "host-local", ranges: [[{subnet: $sub, gateway: $gw}]], dataDir: $dir,
+          routes: [{dst: "0.0.0.0/0"}]}}')
+cni_ms=()
+for ((i = 0; i < RUNS; i++)); do
+	export CNI_CONTAINERID=bench$$x$i CNI_NETNS=/run/netns/$CNI_NS CNI_IFNAME=eth0 CNI_PATH=$CNI_DIR
+	# The port and the portmap configuration are made outside the timed calls.
+	port=$(free_port)
+	t0=$(date +%s%N)
+	res=$(CNI_COMMAND=ADD "$CNI_DIR/bridge" <<<"$cni_br") || die "bridge ADD: $res"
+	t1=$(date +%s%N)
+	pm=$(jq -nc --argjson r "$res" --argjson p "$port" '
+	  {cniVersion: "1.0.0", name: "benchcni", type: "portmap",
+	   runtimeConfig: {portMappings: [{hostPort: $p, containerPort: 80, protocol: "tcp", hostIP: "127.0.0.1"}]},
+	   prevResult: $r}')
+	t2=$(date +%s%N)
+	out=$(CNI_COMMAND=ADD "$CNI_DIR/portmap" <<<"$pm") || die "portmap ADD: $out"
+	out=$(CNI_COMMAND=DEL "$CNI_DIR/portmap" <<<"$pm") || die "portmap DEL: $out"
+	out=$(CNI_COMMAND=DEL "$CNI_DIR/bridge" <<<"$cni_br") || die "bridge DEL: $out"
+	t3=$(date +%s%N)
+	cni_ms+=("$(((t1 - t0 + t3 - t2) / 100000))")
+	unset CNI_CONTAINERID CNI_NETNS CNI_IFNAME CNI_PATH
+done
+ip netns del "$CNI_NS"
+ip link del "$CNI_BR"
+CNI_NS= CNI_BR=
+# Tenths of a millisecond -> median in ms.
+CNI_MEDIAN=$(printf '%s\n' "${cni_ms[@]}" | sort -n | awk '{ a[NR] = $1 } END { printf "%.1f", a[int((NR + 1) / 2)] / 10 }')
+log "the CNI plugins alone (bridge + portmap, ADD and DEL): median $CNI_MEDIAN ms over $RUNS cycles"
+
 # --- 2. throughput -----------------------------------------------------------
 
 # iperf3 (one TCP stream, SECS seconds) from the host to $1:$2; prints MB/s (empty
@@ -145,8 +199,6 @@ iperf() {
 	iperf3 -c "$1" -p "$2" -t "$SECS" -J 2>/dev/null |
 		jq -r '.end.sum_received.bits_per_second // empty | . / 8e6 | round'
 }
-
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 
 # iperf3 -s inside the network namespace of PID $1, on port 80.
 iperf_server() {
@@ -213,7 +265,7 @@ done
 
 # --- results -----------------------------------------------------------------
 
-jq -r '
+jq -r --arg cni "$CNI_MEDIAN" '
   def r1: . * 10 | round / 10;
   def ms: . * 1000 | r1;
   [.results[] | {name: .command, median, mean, stddev, min, max}] as $rs
@@ -223,6 +275,7 @@ jq -r '
     ($rs[] | "| \(.name) | \(.median | ms) | \(.mean | ms) ± \(.stddev // 0 | ms) | \(.min | ms)–\(.max | ms) |"),
     "",
     "networking adds to a berth start: \(($m["berth -p"] - $m.berth) | ms) ms (target <= 20 ms: \(if ($m["berth -p"] - $m.berth) <= 0.020 then "MET" else "NOT MET" end))",
+    "the CNI plugins alone (bridge + portmap, ADD and DEL, no container): median \($cni) ms",
     (if $m.docker then "networking adds to a docker start: \(($m["docker -p"] - $m.docker) | ms) ms; berth -p vs docker -p: \($m["docker -p"] / $m["berth -p"] | r1)x faster" else empty end)
 ' "$W/start.json"
 echo
