@@ -47,6 +47,7 @@ PACKAGES=(
 BENCH_PACKAGES=(
 	docker.io  # dockerd + containerd, the peer of bench/run.sh, density.sh, pull.sh and build.sh
 	linux-perf # bench/run.sh --phases
+	iperf3     # bench/network.sh: TCP throughput over published ports
 )
 if [[ ${1:-} == --bench ]]; then
 	PACKAGES+=("${BENCH_PACKAGES[@]}")
