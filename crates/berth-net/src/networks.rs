@@ -350,13 +350,11 @@ impl Networks {
             let addr = format!("{gateway}/{}", net.len);
             let _ = ip(&["addr", "replace", &addr, "dev", &n.bridge]);
             if let Some(m) = n.mtu {
-                // Set on the bridge itself, so it keeps it whatever its ports have.
-                ip(&["link", "set", &n.bridge, "mtu", &m.to_string()]).map_err(|m| {
-                    fail(NetError::Invalid(format!(
-                        "setting the MTU of bridge {}: {m}",
-                        n.bridge
-                    )))
-                })?;
+                // Set on the bridge itself, so it keeps it whatever its ports
+                // have. Kernels before 4.17 refuse more than 1500 on a bridge
+                // with no ports (as Docker, ignored): the bridge then follows its
+                // ports, whose MTU the plugin sets.
+                let _ = ip(&["link", "set", &n.bridge, "mtu", &m.to_string()]);
             }
             ip(&["link", "set", &n.bridge, "up"]).map_err(|m| {
                 fail(NetError::Invalid(format!(
