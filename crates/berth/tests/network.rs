@@ -1241,7 +1241,16 @@ fn a_vm_joins_user_networks_and_publishes_ports() {
         "wget -qO- http://vmweb/big | wc -c",
     ]);
     assert_eq!(big.trim(), "307200");
-    s.ok(&["exec", "-d", "vmweb", "sh", "-c", "nc -l -p 81 > /tmp/up"]);
+    // busybox's nc ends a connection at EOF on its own stdin: give the
+    // listener one that stays open.
+    s.ok(&[
+        "exec",
+        "-d",
+        "vmweb",
+        "sh",
+        "-c",
+        "sleep 120 | nc -l -p 81 > /tmp/up",
+    ]);
     let sent = s.run(&[
         "exec",
         "ctr",
@@ -1250,8 +1259,16 @@ fn a_vm_joins_user_networks_and_publishes_ports() {
         "for i in $(seq 50); do dd if=/dev/zero bs=1k count=300 2>/dev/null | nc -w 5 vmweb 81 && exit 0; sleep 0.1; done; exit 1",
     ]);
     assert_eq!(sent.code, 0, "upload to the VM: {}", sent.stderr);
-    let got = s.ok(&["exec", "vmweb", "wc", "-c", "/tmp/up"]);
-    assert!(got.starts_with("307200 "), "{got}");
+    // The sender is done once its data is sent; the guest's nc may still be
+    // writing it out.
+    let got = s.ok(&[
+        "exec",
+        "vmweb",
+        "sh",
+        "-c",
+        "for i in $(seq 100); do [ $(wc -c < /tmp/up) -ge 307200 ] && break; sleep 0.1; done; wc -c < /tmp/up",
+    ]);
+    assert_eq!(got.trim(), "307200");
     // A second VM of the same shape resumes the guest saved by the first
     // one's start, yet has a MAC address of its own and reaches the first.
     s.ok(&[

@@ -445,7 +445,7 @@ fn proxy_one(
         return Ok(());
     };
     state.log.lock().unwrap().push(req.clone());
-    let _in_flight = (req.method == "GET" && req.path().contains("/blobs/sha256:"))
+    let in_flight = (req.method == "GET" && req.path().contains("/blobs/sha256:"))
         .then(|| InFlight::new(state));
     let target = req.method == "GET" && req.path().contains(pattern);
     // How many targeted requests came before this one.
@@ -488,6 +488,9 @@ fn proxy_one(
     if let (true, Fault::Hold(d)) = (target, fault) {
         thread::sleep(d);
     }
+    // No longer in flight once the answer starts: a client may read a whole
+    // body and send its next request before this thread gets to run again.
+    drop(in_flight);
     let status_ok = head.starts_with("HTTP/1.1 200") || head.starts_with("HTTP/1.1 206");
     let damage = match fault {
         Fault::Corrupt | Fault::Truncate | Fault::Stall => true,
