@@ -217,6 +217,16 @@ impl Engine {
 /// `--ip` outside the subnet, a container to join that does not exist).
 pub fn plan(engine: &Engine, o: &RunOptions) -> Result<Plan, SpecError> {
     let mode = Mode::parse(o.network.as_deref());
+    for d in &o.dns {
+        if d.parse::<std::net::IpAddr>().is_err() {
+            return Err(SpecError(format!(
+                "invalid argument \"{d}\" for \"--dns\" flag: {d} is not an IP address"
+            )));
+        }
+    }
+    for h in &o.add_host {
+        add_host_entry(h)?;
+    }
     let mut wanted = Vec::new();
     for p in &o.publish {
         wanted.extend(ports::parse(p).map_err(net_err)?);
@@ -378,8 +388,58 @@ impl Plan {
             Some(gw) if o.dns.is_empty() => vec![gw.clone()],
             _ => o.dns.clone(),
         };
-        fs::write(&p, resolv_conf(&host, &dns, self.mode == Mode::Host)).map_err(io(&p))
+        let r = Resolver {
+            servers: &dns,
+            search: &o.dns_search,
+            options: &o.dns_option,
+        };
+        fs::write(&p, resolv_conf(&host, &r, self.mode == Mode::Host)).map_err(io(&p))
     }
+}
+
+/// The value `--add-host NAME:host-gateway` stands for.
+pub const HOST_GATEWAY: &str = "host-gateway";
+
+/// One `--add-host` as (name, address): `NAME:IP` (or Docker's older
+/// `NAME=IP`), the IP v4 or v6.
+fn add_host_entry(h: &str) -> Result<(&str, &str), SpecError> {
+    let bad = |why: String| {
+        SpecError(format!(
+            "invalid argument \"{h}\" for \"--add-host\" flag: {why}"
+        ))
+    };
+    let (name, addr) = h
+        .split_once(':')
+        .or_else(|| h.split_once('='))
+        .ok_or_else(|| bad("expected NAME:IP".into()))?;
+    if name.is_empty() || name.chars().any(char::is_whitespace) {
+        return Err(bad(format!("invalid host name \"{name}\"")));
+    }
+    // [::1] as Docker takes it, too.
+    let addr = addr.trim_start_matches('[').trim_end_matches(']');
+    if addr.parse::<std::net::IpAddr>().is_err() {
+        return Err(bad(format!(
+            "\"{addr}\" is not an IP address (nor {HOST_GATEWAY})"
+        )));
+    }
+    Ok((name, addr))
+}
+
+/// `--add-host NAME:host-gateway` names the host's address on the default
+/// `bridge` network (Docker's docker0 address), reachable from every
+/// container; replaced here, at create, by that address.
+pub fn resolve_host_gateway(engine: &Engine, o: &mut RunOptions) -> Result<(), SpecError> {
+    let suffix = format!(":{HOST_GATEWAY}");
+    if !o.add_host.iter().any(|h| h.ends_with(&suffix)) {
+        return Ok(());
+    }
+    let gw = engine.networks().ensure_default().map_err(net_err)?.gateway;
+    for h in &mut o.add_host {
+        if let Some(name) = h.strip_suffix(&suffix) {
+            *h = format!("{name}:{gw}");
+        }
+    }
+    Ok(())
 }
 
 /// Docker's /etc/hosts: localhost, the container's address and name, `--add-host`.
@@ -395,7 +455,7 @@ fe00::0\tip6-localnet\nff00::0\tip6-mcastprefix\nff02::1\tip6-allnodes\nff02::2\
         s.push('\n');
     }
     for h in &o.add_host {
-        if let Some((name, addr)) = h.split_once(':').or_else(|| h.split_once('=')) {
+        if let Ok((name, addr)) = add_host_entry(h) {
             s.push_str(&format!("{addr}\t{name}\n"));
         }
     }
@@ -407,11 +467,22 @@ fe00::0\tip6-localnet\nff00::0\tip6-mcastprefix\nff02::1\tip6-allnodes\nff02::2\
     s
 }
 
+/// What `--dns`, `--dns-search` and `--dns-option` ask of resolv.conf.
+#[derive(Default)]
+pub struct Resolver<'a> {
+    /// Name servers (empty: the host's).
+    pub servers: &'a [String],
+    /// Search domains (empty: the host's; `.` alone: none).
+    pub search: &'a [String],
+    /// Options (empty: the host's).
+    pub options: &'a [String],
+}
+
 /// resolv.conf from the host's: its resolvers unless they are loopback
 /// addresses (unreachable from a namespace; Google's then, as Docker does),
-/// `--dns` instead when given; `search`/`options` kept.
-pub fn resolv_conf(host: &str, dns: &[String], host_mode: bool) -> String {
-    if host_mode && dns.is_empty() {
+/// and its `search`/`domain`/`options` lines, each replaced by what `r` gives.
+pub fn resolv_conf(host: &str, r: &Resolver, host_mode: bool) -> String {
+    if host_mode && r.servers.is_empty() && r.search.is_empty() && r.options.is_empty() {
         return host.to_string();
     }
     let mut servers: Vec<String> = Vec::new();
@@ -423,14 +494,28 @@ pub fn resolv_conf(host: &str, dns: &[String], host_mode: bool) -> String {
                 servers.push(ns.to_string())
             }
             ["nameserver", ..] => {}
+            ["search" | "domain", ..] if !r.search.is_empty() => {}
+            ["options", ..] if !r.options.is_empty() => {}
             [k, ..] if *k == "search" || *k == "options" || *k == "domain" => {
                 other.push(l.to_string())
             }
             _ => {}
         }
     }
-    if !dns.is_empty() {
-        servers = dns.to_vec();
+    if r.search.iter().any(|d| d != ".") {
+        let domains: Vec<&str> = r
+            .search
+            .iter()
+            .map(String::as_str)
+            .filter(|d| *d != ".")
+            .collect();
+        other.push(format!("search {}", domains.join(" ")));
+    }
+    if !r.options.is_empty() {
+        other.push(format!("options {}", r.options.join(" ")));
+    }
+    if !r.servers.is_empty() {
+        servers = r.servers.to_vec();
     } else if servers.is_empty() {
         servers = vec!["8.8.8.8".into(), "8.8.4.4".into()];
     }
@@ -859,13 +944,35 @@ mod tests {
     #[test]
     fn resolvers() {
         let host = "search lan\nnameserver 127.0.0.53\noptions edns0\n";
-        let r = resolv_conf(host, &[], false);
+        let none = Resolver::default();
+        let r = resolv_conf(host, &none, false);
         assert!(r.contains("nameserver 8.8.8.8") && r.contains("search lan"));
         assert!(!r.contains("127.0.0.53"));
-        let r = resolv_conf("nameserver 10.0.0.2\n", &[], false);
+        let r = resolv_conf("nameserver 10.0.0.2\n", &none, false);
         assert_eq!(r, "nameserver 10.0.0.2\n");
-        let r = resolv_conf("nameserver 10.0.0.2\n", &["1.1.1.1".into()], false);
+        let one = ["1.1.1.1".to_string()];
+        let with = |servers, search, options| Resolver {
+            servers,
+            search,
+            options,
+        };
+        let r = resolv_conf("nameserver 10.0.0.2\n", &with(&one, &[], &[]), false);
         assert_eq!(r, "nameserver 1.1.1.1\n");
+        // --dns-search and --dns-option replace the host's lines.
+        let search = ["a.test".to_string(), "b.test".to_string()];
+        let opts = ["ndots:2".to_string()];
+        let r = resolv_conf(host, &with(&[], &search, &opts), false);
+        assert_eq!(
+            r,
+            "search a.test b.test\noptions ndots:2\nnameserver 8.8.8.8\nnameserver 8.8.4.4\n"
+        );
+        // `.` alone: no search line at all.
+        let dot = [".".to_string()];
+        let r = resolv_conf(host, &with(&[], &dot, &[]), false);
+        assert!(!r.contains("search") && r.contains("options edns0"), "{r}");
+        // Host mode keeps the host's file unless something is asked.
+        assert_eq!(resolv_conf(host, &none, true), host);
+        assert!(resolv_conf(host, &with(&[], &[], &opts), true).contains("options ndots:2"));
     }
 
     #[test]

@@ -177,6 +177,7 @@ impl Engine {
             // -P: every EXPOSEd port on a random host port.
             opts.publish.extend(exposed.keys().cloned());
         }
+        crate::network::resolve_host_gateway(self, &mut opts)?;
         let opts = &opts;
         if opts.isolation == crate::containers::vm::Isolation::Vm {
             crate::containers::vm::resources(opts)?;

@@ -82,7 +82,11 @@ pub struct RunOptions {
     pub ip: Option<String>,
     /// `--dns`.
     pub dns: Vec<String>,
-    /// `--add-host NAME:IP`.
+    /// `--dns-search` (`.` for none).
+    pub dns_search: Vec<String>,
+    /// `--dns-option`.
+    pub dns_option: Vec<String>,
+    /// `--add-host NAME:IP` (IP may be `host-gateway`).
     pub add_host: Vec<String>,
     /// `--network-alias`.
     pub network_alias: Vec<String>,

@@ -193,8 +193,18 @@ fn default_bridge_gives_eth0_a_route_and_the_files() {
         "box",
         "--add-host",
         "db:10.9.9.9",
+        "--add-host",
+        "v6:[fd00::9]",
+        "--add-host",
+        "host.docker.internal:host-gateway",
         "--dns",
         "10.1.1.1",
+        "--dns-search",
+        "a.test",
+        "--dns-search",
+        "b.test",
+        "--dns-option",
+        "ndots:2",
         "busybox",
         "sh",
         "-c",
@@ -226,7 +236,15 @@ fn default_bridge_gives_eth0_a_route_and_the_files() {
     assert!(out.contains("127.0.0.1\tlocalhost"), "{out}");
     assert!(out.contains(&format!("{ip}\tbox")), "{out}");
     assert!(out.contains("10.9.9.9\tdb"), "{out}");
+    assert!(out.contains("fd00::9\tv6"), "{out}");
+    // host-gateway: the host's address on the default bridge.
+    assert!(
+        out.contains(&format!("{gw}\thost.docker.internal")),
+        "{out}"
+    );
     assert!(out.contains("nameserver 10.1.1.1"), "{out}");
+    assert!(out.contains("search a.test b.test\n"), "{out}");
+    assert!(out.contains("options ndots:2\n"), "{out}");
     assert!(out.trim_end().ends_with("box"), "{out}");
     // Gone after --rm: lease, veth, pin.
     assert_eq!(s.leases("bridge"), 0);
@@ -648,6 +666,28 @@ fn bad_input_is_refused_and_leaves_nothing() {
     ]);
     assert!(err.contains("port is already allocated"), "{err}");
     s.ok(&["rm", "-f", "p1"]);
+    // --dns and --add-host that are not addresses.
+    for (flag, v, want) in [
+        (
+            "--dns",
+            "dns.example",
+            "\"dns.example\" for \"--dns\" flag: dns.example is not an IP address",
+        ),
+        (
+            "--add-host",
+            "db",
+            "\"db\" for \"--add-host\" flag: expected NAME:IP",
+        ),
+        (
+            "--add-host",
+            "db:10.0.0.300",
+            "\"10.0.0.300\" is not an IP address",
+        ),
+        ("--add-host", ":10.0.0.3", "invalid host name \"\""),
+    ] {
+        let err = s.fails(&["run", "--rm", flag, v, "busybox", "true"]);
+        assert!(err.contains(want), "{flag} {v}: {err}");
+    }
     // Ports with a network mode that has none.
     s.fails(&[
         "run",

@@ -126,7 +126,14 @@ pub struct CreateArgs {
     /// DNS servers for /etc/resolv.conf.
     #[arg(long)]
     dns: Vec<String>,
-    /// Extra /etc/hosts entries (NAME:IP).
+    /// DNS search domains for /etc/resolv.conf (`.` for none).
+    #[arg(long)]
+    dns_search: Vec<String>,
+    /// DNS options for /etc/resolv.conf (e.g. ndots:2).
+    #[arg(long, alias = "dns-opt")]
+    dns_option: Vec<String>,
+    /// Extra /etc/hosts entries (NAME:IP; IP `host-gateway` is the host's
+    /// address on the default bridge).
     #[arg(long)]
     add_host: Vec<String>,
     /// Network-scoped aliases of the container.
@@ -245,6 +252,8 @@ impl CreateArgs {
             publish_all: self.publish_all,
             ip: self.ip,
             dns: self.dns,
+            dns_search: self.dns_search,
+            dns_option: self.dns_option,
             add_host: self.add_host,
             network_alias: self.network_alias,
             isolation: match self.isolation.as_deref() {
