@@ -815,6 +815,44 @@ fn a_network_mtu_reaches_the_bridge_and_both_ends_of_each_veth() {
 }
 
 #[test]
+fn network_ls_filters_as_docker_does() {
+    let s = Net::new();
+    s.create_network_with("front-a", 13, &["--label", "tier=web"]);
+    s.create_network_with("front-b", 14, &["--label", "tier=db"]);
+    s.create_network("back", 15);
+    let ls = |f: &[&str]| {
+        let mut args = vec!["network", "ls", "--format", "{{.Name}}"];
+        for x in f {
+            args.extend(["--filter", x]);
+        }
+        let mut v: Vec<String> = s.ok(&args).lines().map(str::to_string).collect();
+        v.sort();
+        v
+    };
+    assert_eq!(ls(&["name=front"]), ["front-a", "front-b"]);
+    // One key's values are alternatives; different keys all apply.
+    assert_eq!(ls(&["name=front-a", "name=back"]), ["back", "front-a"]);
+    assert_eq!(ls(&["name=front", "label=tier=db"]), ["front-b"]);
+    assert_eq!(ls(&["label=tier"]), ["front-a", "front-b"]);
+    assert_eq!(ls(&["type=builtin"]), ["bridge"]);
+    assert_eq!(
+        ls(&["type=custom", "driver=bridge"]),
+        ["back", "front-a", "front-b"]
+    );
+    let id = s.ok(&["network", "inspect", "--format", "{{.Id}}", "back"]);
+    assert_eq!(ls(&[&format!("id={}", &id[..8])]), ["back"]);
+    let q = s.ok(&["network", "ls", "-q", "--filter", "name=back"]);
+    assert_eq!(q.trim(), &id[..12]);
+    // Bad filters.
+    let err = s.fails(&["network", "ls", "--filter", "colour=red"]);
+    assert!(err.contains("invalid filter 'colour'"), "{err}");
+    let err = s.fails(&["network", "ls", "--filter", "name"]);
+    assert!(err.contains("expected name=value"), "{err}");
+    let err = s.fails(&["network", "ls", "--filter", "type=other"]);
+    assert!(err.contains("'type'='other'"), "{err}");
+}
+
+#[test]
 fn network_prune_removes_unused_networks() {
     let s = Net::new();
     s.create_network("used", 5);

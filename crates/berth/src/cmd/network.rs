@@ -136,6 +136,47 @@ pub struct LsArgs {
     /// table, json or a Go-style template.
     #[arg(long)]
     format: Option<String>,
+    /// Filters (KEY=VALUE): name, id, label, driver, type (custom or builtin),
+    /// scope. Values of one key are alternatives; different keys all apply.
+    #[arg(short, long)]
+    filter: Vec<String>,
+}
+
+/// Docker's `network ls --filter`.
+fn network_filter(filters: &[String]) -> anyhow::Result<impl Fn(&Network) -> bool> {
+    let mut by_key: std::collections::BTreeMap<String, Vec<String>> = Default::default();
+    for f in filters {
+        let (k, v) = f
+            .split_once('=')
+            .ok_or_else(|| anyhow::anyhow!("bad format of filter (expected name=value): {f}"))?;
+        match k {
+            "name" | "id" | "label" | "driver" | "type" | "scope" => {}
+            other => anyhow::bail!("invalid filter '{other}'"),
+        }
+        if k == "type" && v != "custom" && v != "builtin" {
+            anyhow::bail!("invalid filter: 'type'='{v}' (custom or builtin)");
+        }
+        by_key.entry(k.to_string()).or_default().push(v.to_string());
+    }
+    Ok(move |n: &Network| {
+        by_key.iter().all(|(k, vs)| {
+            vs.iter().any(|v| match k.as_str() {
+                "name" => n.name.contains(v.as_str()),
+                "id" => n.id.starts_with(v.as_str()),
+                "driver" => n.driver == *v,
+                "scope" => v == "local",
+                "type" => (n.name == berth_net::networks::DEFAULT) == (v == "builtin"),
+                _ => {
+                    let (lk, lv) = v
+                        .split_once('=')
+                        .map_or((v.as_str(), None), |(a, b)| (a, Some(b)));
+                    n.labels
+                        .get(lk)
+                        .is_some_and(|have| lv.is_none_or(|lv| lv == have))
+                }
+            })
+        })
+    })
 }
 
 #[derive(Args)]
@@ -243,7 +284,8 @@ pub fn network(root: &Path, c: NetworkCommand) -> anyhow::Result<ExitCode> {
             println!("{}", n.id);
         }
         NetworkCommand::Ls(a) => {
-            let list = nets.list();
+            let keep = network_filter(&a.filter)?;
+            let list: Vec<Network> = nets.list().into_iter().filter(|n| keep(n)).collect();
             if a.quiet {
                 for n in list {
                     println!("{}", if a.no_trunc { &n.id[..] } else { &n.id[..12] });
