@@ -128,6 +128,10 @@ pub struct NetState {
     /// eth0's MTU when the network sets one (0: the default).
     #[serde(default)]
     pub mtu: u32,
+    /// The `--mac-address` the tuning plugin gave eth0 ("" for none): its
+    /// DEL must run too.
+    #[serde(default)]
+    pub tuned_mac: String,
 }
 
 impl NetState {
@@ -226,6 +230,19 @@ pub fn plan(engine: &Engine, o: &RunOptions) -> Result<Plan, SpecError> {
     }
     for h in &o.add_host {
         add_host_entry(h)?;
+    }
+    if let Some(m) = &o.mac_address {
+        if !valid_mac(m) {
+            return Err(SpecError(format!(
+                "invalid argument \"{m}\" for \"--mac-address\" flag: {m} is not a valid unicast MAC address"
+            )));
+        }
+        if !matches!(mode, Mode::Network(_)) {
+            return Err(SpecError(format!(
+                "conflicting options: --mac-address and the network mode {}",
+                mode.name()
+            )));
+        }
     }
     let mut wanted = Vec::new();
     for p in &o.publish {
@@ -397,6 +414,36 @@ impl Plan {
     }
 }
 
+/// Six colon-separated hex octets, not a multicast address.
+pub fn valid_mac(m: &str) -> bool {
+    let octets: Vec<&str> = m.split(':').collect();
+    octets.len() == 6
+        && octets
+            .iter()
+            .all(|o| o.len() == 2 && o.bytes().all(|b| b.is_ascii_hexdigit()))
+        && u8::from_str_radix(octets[0], 16).is_ok_and(|b| b & 1 == 0)
+}
+
+/// The list with the tuning plugin after the bridge, and `rc` with its
+/// `mac`, when the container asked for a MAC address (`mac` not empty).
+fn with_tuned_mac(
+    mut list: serde_json::Value,
+    mac: &str,
+    rc: &mut serde_json::Map<String, serde_json::Value>,
+) -> serde_json::Value {
+    if !mac.is_empty()
+        && let Some(ps) = list.get_mut("plugins").and_then(|p| p.as_array_mut())
+    {
+        let at = 1.min(ps.len());
+        ps.insert(
+            at,
+            serde_json::json!({"type": "tuning", "capabilities": {"mac": true}}),
+        );
+        rc.insert("mac".into(), mac.into());
+    }
+    list
+}
+
 /// The value `--add-host NAME:host-gateway` stands for.
 pub const HOST_GATEWAY: &str = "host-gateway";
 
@@ -563,6 +610,12 @@ pub fn attach(engine: &Engine, c: &Container, pid: i32) -> Result<(), String> {
             netns: path.clone(),
             ports: ports.clone(),
             mtu: net.mtu.unwrap_or(0),
+            tuned_mac: c
+                .options
+                .mac_address
+                .as_deref()
+                .unwrap_or_default()
+                .to_ascii_lowercase(),
             ..Default::default()
         };
         // Recorded before ADD, so a DEL follows even if the monitor dies half-way.
@@ -574,7 +627,8 @@ pub fn attach(engine: &Engine, c: &Container, pid: i32) -> Result<(), String> {
                 serde_json::to_value(&ports).expect("json"),
             );
         }
-        let mut list = without_unused_portmap(list, &ports);
+        let list = without_unused_portmap(list, &ports);
+        let mut list = with_tuned_mac(list, &state.tuned_mac, &mut rc);
         if let Some(ip) = &c.options.ip {
             // host-local takes a requested address from the `ips` runtime config / args.
             list["plugins"][0]["ipam"]["ranges"][0][0]["rangeStart"] = ip.clone().into();
@@ -597,6 +651,9 @@ pub fn attach(engine: &Engine, c: &Container, pid: i32) -> Result<(), String> {
                 gw
             };
             state.mac = mac;
+        }
+        if !state.tuned_mac.is_empty() {
+            state.mac = state.tuned_mac.clone();
         }
         state.result = Some(result);
         write_state(engine, &c.id, &state)?;
@@ -658,13 +715,14 @@ pub fn detach(engine: &Engine, id: &str) {
                     serde_json::to_value(&state.ports).expect("json"),
                 );
             }
+            let list = without_unused_portmap(list, &state.ports);
+            let list = with_tuned_mac(list, &state.tuned_mac, &mut rc);
             let a = cni::Attachment {
                 container_id: id,
                 netns: &path,
                 ifname: IFNAME,
                 runtime_config: rc,
             };
-            let list = without_unused_portmap(list, &state.ports);
             let _ = cni::del(&list, state.result.as_ref(), &a);
         }
         let _ = fs::remove_file(dir.join("net.json"));

@@ -90,6 +90,8 @@ pub struct RunOptions {
     pub add_host: Vec<String>,
     /// `--network-alias`.
     pub network_alias: Vec<String>,
+    /// `--mac-address` of eth0 (set by the tuning plugin).
+    pub mac_address: Option<String>,
     /// `--isolation container|vm`.
     pub isolation: crate::containers::vm::Isolation,
 }

@@ -688,6 +688,41 @@ fn bad_input_is_refused_and_leaves_nothing() {
         let err = s.fails(&["run", "--rm", flag, v, "busybox", "true"]);
         assert!(err.contains(want), "{flag} {v}: {err}");
     }
+    // MAC addresses: malformed, multicast, and with no network to put it on.
+    for (m, net, want) in [
+        (
+            "02:42:ac:11:00",
+            "bridge",
+            "is not a valid unicast MAC address",
+        ),
+        (
+            "zz:42:ac:11:00:02",
+            "bridge",
+            "is not a valid unicast MAC address",
+        ),
+        (
+            "01:00:5e:00:00:01",
+            "bridge",
+            "is not a valid unicast MAC address",
+        ),
+        (
+            "02:42:ac:11:00:02",
+            "none",
+            "conflicting options: --mac-address and the network mode none",
+        ),
+    ] {
+        let err = s.fails(&[
+            "run",
+            "--rm",
+            "--network",
+            net,
+            "--mac-address",
+            m,
+            "busybox",
+            "true",
+        ]);
+        assert!(err.contains(want), "{m} on {net}: {err}");
+    }
     // Ports with a network mode that has none.
     s.fails(&[
         "run",
@@ -812,6 +847,71 @@ fn a_network_mtu_reaches_the_bridge_and_both_ends_of_each_veth() {
         assert!(!s.root().join("networks/badopt").exists(), "{opt}");
     }
     assert!(!s.ok(&["network", "ls"]).contains("badopt"));
+}
+
+#[test]
+fn mac_address_is_set_by_the_tuning_plugin_and_released() {
+    let s = Net::new();
+    s.create_network("macnet", 16);
+    s.ok(&[
+        "run",
+        "-d",
+        "--name",
+        "m1",
+        "--network",
+        "macnet",
+        "--mac-address",
+        "02:42:AC:1E:00:07",
+        "busybox",
+        "sleep",
+        "60",
+    ]);
+    let inside = s.ok(&["exec", "m1", "cat", "/sys/class/net/eth0/address"]);
+    assert_eq!(inside.trim(), "02:42:ac:1e:00:07");
+    assert_eq!(
+        s.inspect("m1", "{{.NetworkSettings.MacAddress}}"),
+        "02:42:ac:1e:00:07"
+    );
+    // Another container reaches it: the bridge learns the new address.
+    let ip = s.inspect("m1", "{{.NetworkSettings.IPAddress}}");
+    s.ok(&[
+        "run",
+        "--rm",
+        "--network",
+        "macnet",
+        "busybox",
+        "ping",
+        "-c1",
+        "-W2",
+        &ip,
+    ]);
+    let neigh = s.ok(&[
+        "run",
+        "--rm",
+        "--network",
+        "macnet",
+        "busybox",
+        "sh",
+        "-c",
+        &format!("ping -c1 -W2 {ip} >/dev/null; cat /proc/net/arp"),
+    ]);
+    assert!(neigh.contains("02:42:ac:1e:00:07"), "{neigh}");
+    // The tuning plugin keeps the interface's old settings while the
+    // container runs; its DEL runs with the rest and removes them.
+    let id = s.inspect("m1", "{{.Id}}");
+    let tuning_state = || -> Vec<String> {
+        std::fs::read_dir("/run/cni/tuning")
+            .into_iter()
+            .flatten()
+            .flatten()
+            .map(|e| e.file_name().to_string_lossy().into_owned())
+            .filter(|n| n.contains(&id))
+            .collect()
+    };
+    assert_eq!(tuning_state().len(), 1);
+    s.ok(&["rm", "-f", "m1"]);
+    assert!(tuning_state().is_empty(), "{:?}", tuning_state());
+    assert_eq!(s.leases("macnet"), 0);
 }
 
 #[test]
@@ -1358,6 +1458,8 @@ fn a_vm_joins_user_networks_and_publishes_ports() {
         "vm2",
         "--network",
         "vmnet",
+        "--mac-address",
+        "02:42:0A:00:00:42",
         "busybox",
         "sleep",
         "120",
@@ -1365,7 +1467,13 @@ fn a_vm_joins_user_networks_and_publishes_ports() {
     let mac = |n: &str| s.ok(&["exec", n, "cat", "/sys/class/net/eth0/address"]);
     let (m1, m2) = (mac("vmweb"), mac("vm2"));
     assert_ne!(m1, m2);
-    assert_ne!(m2.trim(), "02:00:00:00:00:01", "not the template's");
+    assert_ne!(m1.trim(), "02:00:00:00:00:01", "not the template's");
+    // The one asked for, in the guest and in inspect.
+    assert_eq!(m2.trim(), "02:42:0a:00:00:42");
+    assert_eq!(
+        s.inspect("vm2", "{{.NetworkSettings.MacAddress}}"),
+        "02:42:0a:00:00:42"
+    );
     let page = s.ok(&["exec", "vm2", "wget", "-qO-", "http://vmweb/i"]);
     assert_eq!(page, "served-by-a-vm\n");
     s.ok(&["rm", "-f", "vm2"]);

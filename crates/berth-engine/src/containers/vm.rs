@@ -328,7 +328,10 @@ pub(super) fn run_once(
         crate::network::Mode::None => None,
         crate::network::Mode::Network(_) => Some(microvm::Nic {
             tap: TAP.into(),
-            mac: mac_for(&rec.id),
+            mac: match &rec.options.mac_address {
+                Some(m) => m.to_ascii_lowercase(),
+                None => mac_for(&rec.id),
+            },
         }),
         other => {
             return Err(setup(format!(

@@ -139,6 +139,9 @@ pub struct CreateArgs {
     /// Network-scoped aliases of the container.
     #[arg(long)]
     network_alias: Vec<String>,
+    /// MAC address of the container's interface (e.g. 02:42:ac:11:00:02).
+    #[arg(long)]
+    mac_address: Option<String>,
     /// Isolation: container (shared kernel) or vm (its own kernel in a microVM);
     /// default from the `isolation` key of berth's config file, else container.
     #[arg(long)]
@@ -256,6 +259,7 @@ impl CreateArgs {
             dns_option: self.dns_option,
             add_host: self.add_host,
             network_alias: self.network_alias,
+            mac_address: self.mac_address,
             isolation: match self.isolation.as_deref() {
                 Some(i) => berth_engine::containers::vm::Isolation::parse(i)?,
                 None => berth_engine::containers::vm::default_isolation()?,
