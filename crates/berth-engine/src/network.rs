@@ -231,6 +231,15 @@ pub fn plan(engine: &Engine, o: &RunOptions) -> Result<Plan, SpecError> {
     for h in &o.add_host {
         add_host_entry(h)?;
     }
+    // As Docker: the default network has no fixed addresses nor aliases, and
+    // the other modes no network to have them on.
+    let user_network = matches!(&mode, Mode::Network(n) if n != berth_net::networks::DEFAULT);
+    if o.ip.is_some() && !user_network {
+        return Err(SpecError(USER_IP_ONLY.into()));
+    }
+    if !o.network_alias.is_empty() && !user_network {
+        return Err(SpecError(USER_ALIAS_ONLY.into()));
+    }
     if let Some(m) = &o.mac_address {
         if !valid_mac(m) {
             return Err(SpecError(format!(
@@ -413,6 +422,11 @@ impl Plan {
         fs::write(&p, resolv_conf(&host, &r, self.mode == Mode::Host)).map_err(io(&p))
     }
 }
+
+/// Docker's refusals of `--ip` and `--network-alias` off user networks.
+const USER_IP_ONLY: &str = "user specified IP address is supported on user defined networks only";
+const USER_ALIAS_ONLY: &str =
+    "network-scoped alias is supported only for containers in user defined networks";
 
 /// Six colon-separated hex octets, not a multicast address.
 pub fn valid_mac(m: &str) -> bool {
@@ -767,6 +781,14 @@ pub fn connect(
         nets.get(network)
     }
     .map_err(|e| e.to_string())?;
+    if net.name == berth_net::networks::DEFAULT {
+        if ip.is_some() {
+            return Err(USER_IP_ONLY.into());
+        }
+        if !aliases.is_empty() {
+            return Err(USER_ALIAS_ONLY.into());
+        }
+    }
     let mode = Mode::parse(c.options.network.as_deref());
     if !matches!(mode, Mode::Network(_)) {
         return Err(format!(

@@ -688,6 +688,52 @@ fn bad_input_is_refused_and_leaves_nothing() {
         let err = s.fails(&["run", "--rm", flag, v, "busybox", "true"]);
         assert!(err.contains(want), "{flag} {v}: {err}");
     }
+    // --ip and --network-alias only on user networks (Docker's rule).
+    for (net, flag, v, want) in [
+        (
+            "bridge",
+            "--ip",
+            "10.88.0.50",
+            "user specified IP address is supported on user defined networks only",
+        ),
+        (
+            "none",
+            "--ip",
+            "10.88.0.50",
+            "user specified IP address is supported on user defined networks only",
+        ),
+        (
+            "bridge",
+            "--network-alias",
+            "svc",
+            "network-scoped alias is supported only for containers in user defined networks",
+        ),
+        (
+            "host",
+            "--network-alias",
+            "svc",
+            "network-scoped alias is supported only for containers in user defined networks",
+        ),
+    ] {
+        let err = s.fails(&["run", "--rm", "--network", net, flag, v, "busybox", "true"]);
+        assert!(err.contains(want), "{net} {flag}: {err}");
+    }
+    s.ok(&[
+        "run",
+        "-d",
+        "--name",
+        "onbr",
+        "--network",
+        "bridge",
+        "busybox",
+        "sleep",
+        "30",
+    ]);
+    let err = s.fails(&["network", "connect", "--ip", "10.88.0.50", "bridge", "onbr"]);
+    assert!(err.contains("user specified IP address"), "{err}");
+    let err = s.fails(&["network", "connect", "--alias", "svc", "bridge", "onbr"]);
+    assert!(err.contains("network-scoped alias"), "{err}");
+    s.ok(&["rm", "-f", "onbr"]);
     // MAC addresses: malformed, multicast, and with no network to put it on.
     for (m, net, want) in [
         (
