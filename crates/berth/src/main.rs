@@ -5,6 +5,7 @@
 mod cmd;
 mod output;
 mod progress;
+mod template;
 
 use std::path::PathBuf;
 use std::process::ExitCode;

@@ -111,79 +111,10 @@ impl Format {
     }
 }
 
-/// Expands `{{.Field}}`, `{{json .}}` and `{{json .Field}}` against a JSON row.
+/// Expands a Go-style `--format` template against a JSON row (see
+/// [`crate::template`]).
 pub fn template(t: &str, row: &Value) -> String {
-    let t = t.replace("\\t", "\t").replace("\\n", "\n");
-    let mut out = String::new();
-    let mut rest = t.as_str();
-    while let Some(i) = rest.find("{{") {
-        out.push_str(&rest[..i]);
-        let Some(j) = rest[i..].find("}}") else {
-            out.push_str(&rest[i..]);
-            return out;
-        };
-        let expr = rest[i + 2..i + j].trim();
-        let (json, expr) = match expr.strip_prefix("json ").or(expr.strip_prefix("json")) {
-            Some(p) => (true, p.trim()),
-            None => (false, expr),
-        };
-        let expr = expr
-            .strip_prefix('(')
-            .and_then(|e| e.strip_suffix(')'))
-            .unwrap_or(expr)
-            .trim();
-        // `index .Path "key" 0 …`: map keys (quoted) and list positions.
-        let (path, keys) = match expr.strip_prefix("index ") {
-            Some(args) => {
-                let args = args.trim();
-                let (p, k) = args.split_once(char::is_whitespace).unwrap_or((args, ""));
-                (p, index_keys(k))
-            }
-            None => (expr, Vec::new()),
-        };
-        let mut v = row;
-        for part in path
-            .trim_start_matches('.')
-            .split('.')
-            .filter(|p| !p.is_empty())
-        {
-            v = v.get(part).unwrap_or(&Value::Null);
-        }
-        for k in &keys {
-            v = match (k.parse::<usize>(), v) {
-                (Ok(n), Value::Array(a)) => a.get(n),
-                _ => v.get(k.as_str()),
-            }
-            .unwrap_or(&Value::Null);
-        }
-        match (json, v) {
-            (true, v) => out.push_str(&v.to_string()),
-            (false, Value::String(s)) => out.push_str(s),
-            (false, Value::Null) => out.push_str("<no value>"),
-            (false, v) => out.push_str(&v.to_string()),
-        }
-        rest = &rest[i + j + 2..];
-    }
-    out.push_str(rest);
-    out
-}
-
-/// The arguments after `index`'s path: `"quoted"` keys and bare numbers.
-fn index_keys(s: &str) -> Vec<String> {
-    let mut keys = Vec::new();
-    let mut rest = s.trim();
-    while !rest.is_empty() {
-        if let Some(q) = rest.strip_prefix('"') {
-            let end = q.find('"').unwrap_or(q.len());
-            keys.push(q[..end].to_string());
-            rest = q.get(end + 1..).unwrap_or("").trim_start();
-        } else {
-            let end = rest.find(char::is_whitespace).unwrap_or(rest.len());
-            keys.push(rest[..end].to_string());
-            rest = rest[end..].trim_start();
-        }
-    }
-    keys
+    crate::template::render(t, row)
 }
 
 /// Prints rows: a table with the given (header, field) columns, JSON lines, or a template.
@@ -267,20 +198,5 @@ mod tests {
         assert_eq!(parse_time("2023-11-14T22:13:20.5Z"), Some(1_700_000_000));
         assert_eq!(parse_time("2023-11-14T23:13:20+01:00"), Some(1_700_000_000));
         assert_eq!(parse_time("junk"), None);
-    }
-
-    #[test]
-    fn templates() {
-        let r = serde_json::json!({"ID": "abc", "Tag": "latest", "N": 3});
-        assert_eq!(template("{{.ID}}\\t{{.Tag}}", &r), "abc\tlatest");
-        assert_eq!(template("{{json .N}} {{.Missing}}", &r), "3 <no value>");
-        let r =
-            serde_json::json!({"Options": {"a.b": "1"}, "P": {"80/tcp": [{"HostPort": "8080"}]}});
-        assert_eq!(template("{{index .Options \"a.b\"}}", &r), "1");
-        assert_eq!(
-            template("{{json (index .P \"80/tcp\" 0)}}", &r),
-            r#"{"HostPort":"8080"}"#
-        );
-        assert_eq!(template("{{index .Options \"x\"}}", &r), "<no value>");
     }
 }

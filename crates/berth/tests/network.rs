@@ -920,6 +920,14 @@ fn mac_address_is_set_by_the_tuning_plugin_and_released() {
     );
     // Another container reaches it: the bridge learns the new address.
     let ip = s.inspect("m1", "{{.NetworkSettings.IPAddress}}");
+    // Docker's idiom for a container's addresses, through `range`.
+    assert_eq!(
+        s.inspect(
+            "m1",
+            "{{range .NetworkSettings.Networks}}{{.IPAddress}}{{end}}"
+        ),
+        ip
+    );
     s.ok(&[
         "run",
         "--rm",
@@ -986,6 +994,14 @@ fn network_ls_filters_as_docker_does() {
         ["back", "front-a", "front-b"]
     );
     let id = s.ok(&["network", "inspect", "--format", "{{.Id}}", "back"]);
+    let subnet = s.ok(&[
+        "network",
+        "inspect",
+        "--format",
+        "{{range .IPAM.Config}}{{.Subnet}}{{end}}",
+        "back",
+    ]);
+    assert_eq!(subnet.trim(), s.network("back")["subnet"].as_str().unwrap());
     assert_eq!(ls(&[&format!("id={}", &id[..8])]), ["back"]);
     let q = s.ok(&["network", "ls", "-q", "--filter", "name=back"]);
     assert_eq!(q.trim(), &id[..12]);
