@@ -666,57 +666,48 @@ fn bad_input_is_refused_and_leaves_nothing() {
     ]);
     assert!(err.contains("port is already allocated"), "{err}");
     s.ok(&["rm", "-f", "p1"]);
-    // --dns and --add-host that are not addresses.
-    for (flag, v, want) in [
+    // Options `run` refuses before anything is made: addresses that are not
+    // addresses, --ip and --network-alias off user networks (Docker's rule),
+    // MACs that are malformed or multicast or have no network to go on.
+    const NOT_UNICAST: &str = "is not a valid unicast MAC address";
+    const USER_IP: &str = "user specified IP address is supported on user defined networks only";
+    const USER_ALIAS: &str =
+        "network-scoped alias is supported only for containers in user defined networks";
+    let cases: [(&[&str], &str); 12] = [
         (
-            "--dns",
-            "dns.example",
+            &["--dns", "dns.example"],
             "\"dns.example\" for \"--dns\" flag: dns.example is not an IP address",
         ),
         (
-            "--add-host",
-            "db",
+            &["--add-host", "db"],
             "\"db\" for \"--add-host\" flag: expected NAME:IP",
         ),
         (
-            "--add-host",
-            "db:10.0.0.300",
+            &["--add-host", "db:10.0.0.300"],
             "\"10.0.0.300\" is not an IP address",
         ),
-        ("--add-host", ":10.0.0.3", "invalid host name \"\""),
-    ] {
-        let err = s.fails(&["run", "--rm", flag, v, "busybox", "true"]);
-        assert!(err.contains(want), "{flag} {v}: {err}");
-    }
-    // --ip and --network-alias only on user networks (Docker's rule).
-    for (net, flag, v, want) in [
+        (&["--add-host", ":10.0.0.3"], "invalid host name \"\""),
+        (&["--network", "bridge", "--ip", "10.88.0.50"], USER_IP),
+        (&["--network", "none", "--ip", "10.88.0.50"], USER_IP),
         (
-            "bridge",
-            "--ip",
-            "10.88.0.50",
-            "user specified IP address is supported on user defined networks only",
+            &["--network", "bridge", "--network-alias", "svc"],
+            USER_ALIAS,
         ),
+        (&["--network", "host", "--network-alias", "svc"], USER_ALIAS),
+        (&["--mac-address", "02:42:ac:11:00"], NOT_UNICAST),
+        (&["--mac-address", "zz:42:ac:11:00:02"], NOT_UNICAST),
+        (&["--mac-address", "01:00:5e:00:00:01"], NOT_UNICAST),
         (
-            "none",
-            "--ip",
-            "10.88.0.50",
-            "user specified IP address is supported on user defined networks only",
+            &["--network", "none", "--mac-address", "02:42:ac:11:00:02"],
+            "conflicting options: --mac-address and the network mode none",
         ),
-        (
-            "bridge",
-            "--network-alias",
-            "svc",
-            "network-scoped alias is supported only for containers in user defined networks",
-        ),
-        (
-            "host",
-            "--network-alias",
-            "svc",
-            "network-scoped alias is supported only for containers in user defined networks",
-        ),
-    ] {
-        let err = s.fails(&["run", "--rm", "--network", net, flag, v, "busybox", "true"]);
-        assert!(err.contains(want), "{net} {flag}: {err}");
+    ];
+    for (opts, want) in cases {
+        let mut args = vec!["run", "--rm"];
+        args.extend_from_slice(opts);
+        args.extend(["busybox", "true"]);
+        let err = s.fails(&args);
+        assert!(err.contains(want), "{opts:?}: {err}");
     }
     s.ok(&[
         "run",
@@ -734,41 +725,6 @@ fn bad_input_is_refused_and_leaves_nothing() {
     let err = s.fails(&["network", "connect", "--alias", "svc", "bridge", "onbr"]);
     assert!(err.contains("network-scoped alias"), "{err}");
     s.ok(&["rm", "-f", "onbr"]);
-    // MAC addresses: malformed, multicast, and with no network to put it on.
-    for (m, net, want) in [
-        (
-            "02:42:ac:11:00",
-            "bridge",
-            "is not a valid unicast MAC address",
-        ),
-        (
-            "zz:42:ac:11:00:02",
-            "bridge",
-            "is not a valid unicast MAC address",
-        ),
-        (
-            "01:00:5e:00:00:01",
-            "bridge",
-            "is not a valid unicast MAC address",
-        ),
-        (
-            "02:42:ac:11:00:02",
-            "none",
-            "conflicting options: --mac-address and the network mode none",
-        ),
-    ] {
-        let err = s.fails(&[
-            "run",
-            "--rm",
-            "--network",
-            net,
-            "--mac-address",
-            m,
-            "busybox",
-            "true",
-        ]);
-        assert!(err.contains(want), "{m} on {net}: {err}");
-    }
     // Ports with a network mode that has none.
     s.fails(&[
         "run",
